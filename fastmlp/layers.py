@@ -77,7 +77,14 @@ class Module:
     def _build_arena(self, dtype: Any, backend_name: str | None = None) -> None:
         params = self.parameters()
         backend = get_backend(backend_name) if backend_name else get_backend("numpy")
-        self._arena = pack(params, dtype, backend, backend_name) if params else None
+        arena = pack(params, dtype, backend, backend_name) if params else None
+        self._set_arena(arena, np.dtype(dtype))
+
+    def _set_arena(self, arena: Arena | None, dtype: np.dtype) -> None:
+        # a container's arena replaces its children's: they read their dtype from it
+        self._arena, self._dtype = arena, dtype
+        for _, child in self.children():
+            child._set_arena(arena, dtype)
 
     @property
     def dtype(self) -> np.dtype:
@@ -121,7 +128,8 @@ class Module:
         self._set_backend_name(new_backend)
         if self.parameters():
             self._build_arena(new_dtype, new_backend)
-        self._dtype = new_dtype
+        else:
+            self._set_arena(None, new_dtype)
         return self
 
     def _set_backend_name(self, name: str | None) -> None:
@@ -756,9 +764,9 @@ class MLP(Sequential):
         widths = [in_features, *hidden]
         layers: list[Module] = []
         for a, b in zip(widths[:-1], widths[1:]):
-            layers.append(Linear(a, b, bias=bias, rng=rng))
+            layers.append(Linear(a, b, bias=bias, dtype=dtype, rng=rng))
             layers.append(get_activation(activation, **kwargs))
-        layers.append(Linear(widths[-1], out_features, bias=bias, rng=rng))
+        layers.append(Linear(widths[-1], out_features, bias=bias, dtype=dtype, rng=rng))
         if output_activation is not None:
             layers.append(get_activation(output_activation))
         super().__init__(*layers, dtype=dtype)
