@@ -277,13 +277,15 @@ class Activation(Module):
 
     op: ClassVar[str] = "identity"
     fused: ClassVar[bool] = False
+    #: attribute names of the hyper-parameters, passed to the ops in this order
+    hyper: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
         super().__init__()
         self._Z = self._Y = None
 
     def _args(self) -> tuple:
-        return ()
+        return tuple(getattr(self, h) for h in self.hyper)
 
     def forward(self, X):
         be = self.backend
@@ -300,7 +302,7 @@ class Activation(Module):
         return getattr(be, f"{self.op}_backward")(dY, self._Z, self._Y, *self._args())
 
     def config(self) -> dict[str, Any]:
-        return {}
+        return {h: getattr(self, h) for h in self.hyper}
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.config().items())
@@ -333,33 +335,21 @@ class ReLU(Activation):
 class LeakyReLU(Activation):
     """``z if z > 0 else negative_slope * z``."""
 
-    op = "leaky_relu"
+    op, hyper = "leaky_relu", ("negative_slope",)
 
     def __init__(self, negative_slope: float = 0.01):
         super().__init__()
         self.negative_slope = float(negative_slope)
 
-    def _args(self):
-        return (self.negative_slope,)
-
-    def config(self):
-        return {"negative_slope": self.negative_slope}
-
 
 class ELU(Activation):
     """``z if z > 0 else alpha (e^z - 1)``."""
 
-    op = "elu"
+    op, hyper = "elu", ("alpha",)
 
     def __init__(self, alpha: float = 1.0):
         super().__init__()
         self.alpha = float(alpha)
-
-    def _args(self):
-        return (self.alpha,)
-
-    def config(self):
-        return {"alpha": self.alpha}
 
 
 class _ParametricActivation(Activation):
@@ -415,19 +405,13 @@ class PReLU(_ParametricActivation):
         return {"num_parameters": self.num_parameters, "init": self.init}
 
 
-class Softplus(_ParametricActivation):
-    """Parametric softplus ``(1/beta) log(1 + e^{beta z})``, linear where ``beta z > threshold``.
+class _TrainableBeta(_ParametricActivation):
+    """A ``beta`` hyper-parameter that is a trainable parameter of shape (1,) when
+    ``trainable=True`` and a plain float otherwise."""
 
-    ``trainable=True`` learns ``beta`` (the parametric softplus of Xie et al., "Smooth
-    Adversarial Training", as in the course).
-    """
+    param_name = "beta"
 
-    op, param_name = "softplus", "beta"
-
-    def __init__(self, beta: float = 1.0, threshold: float = 20.0, trainable: bool = False,
-                 dtype: Any = "float32"):
-        super().__init__()
-        self.threshold = float(threshold)
+    def _init_beta(self, beta: float, trainable: bool, dtype: Any) -> None:
         self.trainable = bool(trainable)
         self._beta = float(beta)
         if self.trainable:
@@ -439,11 +423,24 @@ class Softplus(_ParametricActivation):
         p = self._params.get("beta")
         return float(p.data[0]) if p is not None else self._beta
 
-    def _args(self):
-        return (self.beta, self.threshold)
-
     def config(self):
-        return {"beta": self.beta, "threshold": self.threshold, "trainable": self.trainable}
+        return {**super().config(), "trainable": self.trainable}
+
+
+class Softplus(_TrainableBeta):
+    """Parametric softplus ``(1/beta) log(1 + e^{beta z})``, linear where ``beta z > threshold``.
+
+    ``trainable=True`` learns ``beta`` (the parametric softplus of Xie et al., "Smooth
+    Adversarial Training", as in the course).
+    """
+
+    op, hyper = "softplus", ("beta", "threshold")
+
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0, trainable: bool = False,
+                 dtype: Any = "float32"):
+        super().__init__()
+        self.threshold = float(threshold)
+        self._init_beta(beta, trainable, dtype)
 
 
 class Softsign(Activation):
@@ -458,29 +455,14 @@ class LogSigmoid(Activation):
     op = "log_sigmoid"
 
 
-class SiLU(_ParametricActivation):
+class SiLU(_TrainableBeta):
     """Swish ``z sigma(beta z)``; SiLU for ``beta = 1``; ``trainable=True`` learns ``beta``."""
 
-    op, param_name = "silu", "beta"
+    op, hyper = "silu", ("beta",)
 
     def __init__(self, beta: float = 1.0, trainable: bool = False, dtype: Any = "float32"):
         super().__init__()
-        self.trainable = bool(trainable)
-        self._beta = float(beta)
-        if self.trainable:
-            self._register("beta", np.array([self._beta]))
-            self._build_arena(_check_dtype(dtype))
-
-    @property
-    def beta(self) -> float:
-        p = self._params.get("beta")
-        return float(p.data[0]) if p is not None else self._beta
-
-    def _args(self):
-        return (self.beta,)
-
-    def config(self):
-        return {"beta": self.beta, "trainable": self.trainable}
+        self._init_beta(beta, trainable, dtype)
 
 
 Swish = SiLU
@@ -495,17 +477,11 @@ class Mish(Activation):
 class GELU(Activation):
     """``z Phi(z)``; ``approximate="tanh"`` for the tanh approximation."""
 
-    op = "gelu"
+    op, hyper = "gelu", ("approximate",)
 
     def __init__(self, approximate: str = "none"):
         super().__init__()
         self.approximate = check_name("GELU approximation", approximate, ("none", "tanh"))
-
-    def _args(self):
-        return (self.approximate,)
-
-    def config(self):
-        return {"approximate": self.approximate}
 
 
 class SELU(Activation):
@@ -517,17 +493,11 @@ class SELU(Activation):
 class Sinc(Activation):
     """``sin(z)/z`` (1 at 0); ``normalized=True`` gives ``sin(pi z)/(pi z)``."""
 
-    op = "sinc"
+    op, hyper = "sinc", ("normalized",)
 
     def __init__(self, normalized: bool = False):
         super().__init__()
         self.normalized = bool(normalized)
-
-    def _args(self):
-        return (self.normalized,)
-
-    def config(self):
-        return {"normalized": self.normalized}
 
 
 class Step(Activation):

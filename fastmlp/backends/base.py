@@ -599,6 +599,17 @@ class Backend:
         else:
             p -= lr * g / denom
 
+    @staticmethod
+    def _weight_decay(p, g, lr: float, weight_decay: float, decoupled: bool):
+        """L2 penalty ``g + wd p`` (a new array), or decoupled decay ``p <- p (1 - lr wd)`` in
+        place (Loshchilov & Hutter); returns the gradient to use."""
+        if not weight_decay:
+            return g
+        if decoupled:
+            p *= 1 - lr * weight_decay
+            return g
+        return g + weight_decay * p
+
     @op
     def adam_step(self, p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, lr: float, step: int,
                   beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
@@ -613,11 +624,7 @@ class Backend:
         ``max_exp_avg_sq`` is None unless ``amsgrad``.
         """
         xp = self.xp
-        if weight_decay:
-            if decoupled_weight_decay:
-                p *= 1 - lr * weight_decay
-            else:
-                g = g + weight_decay * p
+        g = self._weight_decay(p, g, lr, weight_decay, decoupled_weight_decay)
         exp_avg *= beta1
         exp_avg += (1 - beta1) * g
         exp_avg_sq *= beta2
@@ -666,11 +673,7 @@ class Backend:
                  - lr mu_{t+1} / (1 - mu_product mu_{t+1}) m / d``.
         """
         xp = self.xp
-        if weight_decay:
-            if decoupled_weight_decay:
-                p *= 1 - lr * weight_decay
-            else:
-                g = g + weight_decay * p
+        g = self._weight_decay(p, g, lr, weight_decay, decoupled_weight_decay)
         mu = self.nadam_mu(step, beta1, momentum_decay)
         mu_next = self.nadam_mu(step + 1, beta1, momentum_decay)
         exp_avg *= beta1

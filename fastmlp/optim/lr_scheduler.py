@@ -14,7 +14,25 @@ from .optimizer import Optimizer, check_range
 __all__ = ["LRScheduler", "StepLR", "ExponentialLR", "CosineAnnealingLR", "ReduceLROnPlateau"]
 
 
-class LRScheduler:
+class _SchedulerState:
+    """What every scheduler shares: the learning rates last set, and a state dict."""
+
+    optimizer: Optimizer
+    _last_lr: list[float]
+
+    def get_last_lr(self) -> list[float]:
+        """The learning rates set by the last ``step()``."""
+        return list(self._last_lr)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Every attribute but the optimizer."""
+        return {k: v for k, v in vars(self).items() if k != "optimizer"}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        vars(self).update(state)
+
+
+class LRScheduler(_SchedulerState):
     """Base class: ``last_epoch`` counts ``step()`` calls; ``get_last_lr()`` gives the lrs."""
 
     def __init__(self, optimizer: Optimizer, last_epoch: int = -1):
@@ -37,16 +55,6 @@ class LRScheduler:
         for group, base in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = self.lr_at(base, self.last_epoch)
         self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
-
-    def get_last_lr(self) -> list[float]:
-        """The learning rates set by the last ``step()``."""
-        return list(self._last_lr)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if k != "optimizer"}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        vars(self).update(state)
 
 
 class StepLR(LRScheduler):
@@ -87,7 +95,7 @@ class CosineAnnealingLR(LRScheduler):
         return self.eta_min + (base_lr - self.eta_min) * (1 + math.cos(math.pi * epoch / self.T_max)) / 2
 
 
-class ReduceLROnPlateau:
+class ReduceLROnPlateau(_SchedulerState):
     """Divide the learning rate by ``1/factor`` when a metric stops improving, as
     ``torch.optim.lr_scheduler.ReduceLROnPlateau``: call ``step(metric)`` once per epoch.
 
@@ -155,12 +163,3 @@ class ReduceLROnPlateau:
             self.cooldown_counter = self.cooldown
             self.num_bad_epochs = 0
         self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
-
-    def get_last_lr(self) -> list[float]:
-        return list(self._last_lr)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if k != "optimizer"}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        vars(self).update(state)
