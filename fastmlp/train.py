@@ -30,7 +30,7 @@ from .optim.optimizer import Optimizer
 
 __all__ = ["History", "fit", "evaluate", "accuracy", "misclassified", "predict_loader"]
 
-HISTORY_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "time")
+HISTORY_KEYS = ("epoch", "loss", "train_loss", "accuracy", "val_loss", "val_accuracy", "lr", "time")
 
 
 class History:
@@ -41,8 +41,11 @@ class History:
     epoch : list of int
         1-based epoch numbers.
     loss : list of float
-        Mean training cost over the epoch's minibatches (what the course prints as the
-        epoch's cost: the running mean, not a second pass).
+        Mean of the epoch's minibatch costs, each taken before its update step (the running
+        mean; free to compute).
+    train_loss : list of float
+        Cost over the whole training set after the epoch, in evaluation mode: what the
+        course's notebooks print as ``Train Cost`` (NaN with ``eval_train=False``).
     accuracy, val_accuracy : list of float
         Fractions in [0, 1], measured after the epoch in evaluation mode over the whole
         training / validation set (NaN when not measured).
@@ -324,8 +327,8 @@ def fit(model: Any, train: Any, loss: str | Loss = "cross_entropy", optimizer: s
     initial_epoch : int, default 0
         Epochs already done (for resuming; see :func:`fastmlp.io.load_checkpoint`).
     eval_train : bool, default True
-        Measure the training accuracy after each epoch with a pass over the training set
-        (the course's way); False skips it.
+        Measure the training cost and accuracy after each epoch with a pass over the whole
+        training set in evaluation mode (the course's way); False skips that pass.
     compute_accuracy : bool, optional
         None decides from the targets (class labels or one-hot rows).
     history : History, optional
@@ -397,8 +400,9 @@ def fit(model: Any, train: Any, loss: str | Loss = "cross_entropy", optimizer: s
             if count == 0:
                 raise ValueError("the training loader yielded no batch (drop_last with fewer samples than batch_size?)")
             row: dict[str, float] = {"epoch": epoch + 1, "loss": total / count, "lr": lr_now}
-            if train_eval is not None and compute_accuracy:
-                row["accuracy"] = evaluate(model, train_eval, compute_accuracy=True)["accuracy"]
+            if train_eval is not None:
+                tr = evaluate(model, train_eval, loss_fn, compute_accuracy=compute_accuracy)
+                row["train_loss"], row["accuracy"] = tr["loss"], tr["accuracy"]
             if val_loader is not None:
                 v = evaluate(model, val_loader, loss_fn, compute_accuracy=compute_accuracy)
                 row["val_loss"], row["val_accuracy"] = v["loss"], v["accuracy"]
@@ -427,7 +431,8 @@ def _epoch_line(epoch: int, epochs: int, row: dict[str, float]) -> str:
     if not math.isnan(row["accuracy"]):
         parts.append(f"Train Acc.: {100 * row['accuracy']:.2f}%")
     else:
-        parts.append(f"Train Cost: {row['loss']:.4f}")
+        cost = row["train_loss"] if not math.isnan(row["train_loss"]) else row["loss"]
+        parts.append(f"Train Cost: {cost:.4f}")
     if not math.isnan(row["val_accuracy"]):
         parts.append(f"Validation Acc.: {100 * row['val_accuracy']:.2f}%")
     elif not math.isnan(row["val_loss"]):

@@ -50,6 +50,9 @@ class CSVImageDataset:
         Column names (the course's ``"Class Label"`` and ``"File Name"`` by default).
     mode : str, optional
         Pillow mode to convert every image to (``"L"`` grayscale, ``"RGB"``); None keeps it.
+    cache : bool, default False
+        Keep each decoded image in memory after its first read (the transform still runs on
+        every access), so later epochs do not decode the files again.
 
     Raises
     ------
@@ -63,8 +66,9 @@ class CSVImageDataset:
     def __init__(self, csv_path: str | os.PathLike, img_dir: str | os.PathLike,
                  transform: Callable | None = None, target_transform: Callable | None = None,
                  label_column: str = "Class Label", file_column: str = "File Name",
-                 mode: str | None = None):
+                 mode: str | None = None, cache: bool = False):
         self.csv_path, self.img_dir = Path(csv_path), Path(img_dir)
+        self._cache: dict[int, np.ndarray] | None = {} if cache else None
         self.transform, self.target_transform, self.mode = transform, target_transform, mode
         if not self.csv_path.is_file():
             raise FileNotFoundError(f"CSV file not found: {self.csv_path}")
@@ -119,17 +123,24 @@ class CSVImageDataset:
 
     def load_image(self, index: int) -> np.ndarray:
         """The image of sample ``index`` as a NumPy array (no transform)."""
+        i = _check_index(index, len(self))
+        if self._cache is not None and i in self._cache:
+            return self._cache[i].copy()
         Image = _pil_image()
-        path = self.img_dir / self.file_names[_check_index(index, len(self))]
+        path = self.img_dir / self.file_names[i]
         try:
             with Image.open(path) as img:
                 if self.mode is not None:
                     img = img.convert(self.mode)
-                return np.asarray(img).copy()
+                arr = np.asarray(img).copy()
         except FileNotFoundError:
             raise FileNotFoundError(f"image file not found: {path}") from None
         except (OSError, SyntaxError, ValueError) as exc:  # PIL.UnidentifiedImageError is an OSError
             raise ValueError(f"cannot read image {path}: {exc}") from exc
+        if self._cache is not None:
+            self._cache[i] = arr
+            return arr.copy()
+        return arr
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
         i = _check_index(index, len(self))
