@@ -78,6 +78,16 @@ class Module:
         params = self.parameters()
         backend = get_backend(backend_name) if backend_name else get_backend("numpy")
         self._arena = pack(params, dtype, backend, backend_name) if params else None
+        self._dtype = np.dtype(dtype)
+        for _, child in self.children():
+            child._adopt_arena(self._arena, self._dtype)
+
+    def _adopt_arena(self, arena: Arena | None, dtype: np.dtype) -> None:
+        """Point this sub-module (recursively) at its container's arena and dtype, dropping
+        the arena it was built with: its ``dtype`` (used to cast inputs) is then the model's."""
+        self._arena, self._dtype = arena, dtype
+        for _, child in self.children():
+            child._adopt_arena(arena, dtype)
 
     @property
     def dtype(self) -> np.dtype:
