@@ -207,3 +207,15 @@ def test_import_fastmlp_stays_light():
             "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_float64_model_computes_in_float64():
+    """Regression: the layers of a float64 Sequential used to keep the float32 dtype of the
+    arena they were built with, and cast their inputs to float32."""
+    rng = np.random.default_rng(0)
+    X = rng.random((7, 5))
+    model = MLP(5, [6], 3, dtype="float64", rng=0)
+    assert all(layer.dtype == np.float64 for layer in model.layers)
+    sd = model.state_dict()
+    ref = np.maximum(X @ sd["0.weight"].T + sd["0.bias"], 0) @ sd["2.weight"].T + sd["2.bias"]
+    np.testing.assert_allclose(model.forward(X), ref, rtol=1e-13, atol=1e-14)
