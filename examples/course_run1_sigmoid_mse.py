@@ -26,7 +26,8 @@ def main(argv=None):
     test = ArrayDataset(X_test, y_test, target_transform=OneHot(10))
     model = course_init(fastmlp.MLP(784, [100], 10, activation="sigmoid", output_activation="sigmoid"), args.seed)
     history = fastmlp.fit(model, train, loss="mse", optimizer="sgd", lr=0.1, epochs=args.epochs,
-                            batch_size=100, seed=args.seed, log_every=200)
+                          batch_size=100, seed=args.seed, log_every=200,
+                          callbacks=[fastmlp.ModelCheckpoint(args.out / "course_run1.npz", monitor="loss")])
     report("run 1 (sigmoid + MSE)", model, train, test, history)
     print("per-epoch training MSE (first 5):", [round(v, 4) for v in history.train_loss[:5]],
           "course: 0.0881 0.0852 0.0812 0.0763 0.0709")

@@ -22,7 +22,8 @@ def main(argv=None):
         train, args.epochs = (train[0][:2000], train[1][:2000]), 1
     model = course_init(fastmlp.MLP(784, [100], 10, activation="sigmoid"), args.seed)
     history = fastmlp.fit(model, train, loss="cross_entropy", optimizer="sgd", lr=0.1, epochs=args.epochs,
-                          batch_size=100, seed=args.seed, log_every=200)
+                          batch_size=100, seed=args.seed, log_every=200,
+                          callbacks=[fastmlp.ModelCheckpoint(args.out / "course_run2.npz", monitor="loss")])
     report("run 2 (softmax + cross-entropy)", model, train, test, history)
     print("training cost after epochs 1-5:", [round(v, 4) for v in history.train_loss[:5]],
           "course (x 599/600): 0.4971 0.3752 0.3300 0.3036 0.2868")

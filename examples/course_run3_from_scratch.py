@@ -43,7 +43,8 @@ def main(argv=None):
     test = ArrayDataset(X_test, y_test, target_transform=OneHot(10))
     model = course_init(fastmlp.MLP(784, [50], 10, activation="sigmoid", output_activation="sigmoid"), args.seed)
     history = fastmlp.fit(model, train, loss=CourseMSE(), optimizer="sgd", lr=0.1, epochs=args.epochs,
-                          batch_size=100, seed=args.seed, log_every=200)
+                          batch_size=100, seed=args.seed, log_every=200,
+                          callbacks=[fastmlp.ModelCheckpoint(args.out / "course_run3.npz", monitor="loss")])
     report("run 3 (from scratch, sigmoid + MSE)", model, train, test, history)
     print("first four test predictions:", model.predict(X_test[:4]).tolist(), "(course: 7, 2, 1, 0)")
     print("wrote", plot_history(history, args.out / "course_run3.png", title="Run 3: from scratch, sigmoid + MSE"))
