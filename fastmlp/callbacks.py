@@ -161,7 +161,7 @@ def _json_history(history) -> dict[str, list[Any]]:
 
 
 class CSVLogger(Callback):
-    """Write one CSV row per epoch (the history keys), flushed as it goes.
+    """Write one CSV row per epoch (the history keys), the file complete after each epoch.
 
     Parameters
     ----------
@@ -174,17 +174,12 @@ class CSVLogger(Callback):
         self.path, self.append = Path(path), bool(append)
 
     def on_train_begin(self, state) -> None:
-        new = not (self.append and self.path.exists())
-        self._fh = open(self.path, "a" if not new else "w", newline="", encoding="utf-8")
-        self._writer = csv.writer(self._fh)
-        if new:
-            self._writer.writerow(HISTORY_KEYS)
-            self._fh.flush()
+        if not (self.append and self.path.exists()):
+            with open(self.path, "w", newline="", encoding="utf-8") as fh:
+                csv.writer(fh).writerow(HISTORY_KEYS)
 
     def on_epoch_end(self, epoch, logs, state) -> None:
-        self._writer.writerow(["" if isinstance(logs[k], float) and np.isnan(logs[k]) else logs[k]
-                               for k in HISTORY_KEYS])
-        self._fh.flush()
-
-    def on_train_end(self, state) -> None:
-        self._fh.close()
+        # opened per row: the file is complete after every epoch, even if training then fails
+        with open(self.path, "a", newline="", encoding="utf-8") as fh:
+            csv.writer(fh).writerow(["" if isinstance(logs[k], float) and np.isnan(logs[k]) else logs[k]
+                                     for k in HISTORY_KEYS])

@@ -36,8 +36,8 @@ def _save(fig, path: str | os.PathLike) -> Path:
 
 
 def plot_history(history: Any, path: str | os.PathLike, title: str | None = None) -> Path:
-    """Draw the loss curve (training cost per epoch, and the validation cost) and the
-    accuracy curve (training and validation, in %) side by side.
+    """Draw the loss curves (the epoch's mean minibatch cost, the training cost after the
+    epoch, the validation cost) and the accuracy curve (training and validation, in %) side by side.
 
     Parameters
     ----------
@@ -54,6 +54,8 @@ def plot_history(history: Any, path: str | os.PathLike, title: str | None = None
     fig = _figure(10, 4)
     ax_loss, ax_acc = fig.subplots(1, 2)
     ax_loss.plot(epochs, h["loss"], marker="o", ms=3, label="training (mean minibatch cost)")
+    if np.isfinite(np.asarray(h.get("train_loss", []), float)).any():
+        ax_loss.plot(epochs, h["train_loss"], marker="o", ms=3, label="training (after the epoch)")
     if np.isfinite(np.asarray(h["val_loss"], float)).any():
         ax_loss.plot(epochs, h["val_loss"], marker="o", ms=3, label="validation")
     ax_loss.set(xlabel="epoch", ylabel="cost", title="Loss")
