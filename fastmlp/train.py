@@ -90,6 +90,15 @@ class History:
         """Plain lists by key (JSON-serialisable except for NaN)."""
         return {k: list(v) for k, v in self.history.items()}
 
+    @classmethod
+    def from_dict(cls, d: dict[str, list[Any]]) -> History:
+        """The inverse of :meth:`to_dict` (None read as NaN), e.g. from the ``history`` a
+        ``ModelCheckpoint`` stores in the file's metadata, to continue it when resuming."""
+        n = len(d.get("epoch", []))
+        if any(len(v) != n for v in d.values()):
+            raise ValueError("history lists differ in length")
+        return cls({k: (math.nan if d[k][i] is None else d[k][i]) for k in d} for i in range(n))
+
     def best(self, key: str = "val_loss", mode: str = "auto") -> tuple[int, float]:
         """``(epoch, value)`` of the best epoch for ``key`` (min for losses, max for
         accuracies under ``mode="auto"``), ignoring NaN."""
