@@ -137,12 +137,12 @@ def test_model_checkpoint_and_csv_logger(tmp_path):
     assert sorted(p.name for p in tmp_path.glob("ck-*.npz")) == ["ck-01.npz", "ck-02.npz", "ck-03.npz"]
     ckpt = fastmlp.io.load_checkpoint(tmp_path / "ck-03.npz")
     assert ckpt.metadata["epoch"] == 3 and ckpt.optimizer is not None
+    np.testing.assert_array_equal(ckpt.model.predict(X), model.predict(X))
     past = History.from_dict(ckpt.metadata["history"])
     assert past.epoch == [1, 2, 3] and math.isnan(past.val_loss[0])
     resumed = fit(ckpt.model, (X, y), optimizer=ckpt.optimizer, epochs=4, initial_epoch=3, batch_size=30,
                   verbose=0, history=past)
     assert resumed is past and resumed.epoch == [1, 2, 3, 4]
-    np.testing.assert_array_equal(ckpt.model.predict(X), model.predict(X))
     rows = list(csv.DictReader(open(tmp_path / "log.csv")))
     assert len(rows) == 3 and rows[2]["epoch"] == "3" and rows[0]["val_loss"] == ""
     best = ModelCheckpoint(tmp_path / "best.npz", monitor="accuracy", save_best_only=True)
