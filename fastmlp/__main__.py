@@ -61,10 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dataset", choices=("mnist", "xor"), default="mnist")
     t.add_argument("--hidden", type=_positive_int, nargs="+", default=[256], metavar="N",
                    help="hidden layer widths")
-    t.add_argument("--activation", choices=sorted(ACTIVATIONS), default="relu")
+    names = ", ".join(sorted(ACTIVATIONS))
+    t.add_argument("--activation", choices=sorted(ACTIVATIONS), default="relu", metavar="NAME",
+                   help=f"hidden activation: {names}")
     t.add_argument("--loss", choices=("cross_entropy", "mse"), default="cross_entropy",
                    help="mse trains on one-hot targets (add --output-activation sigmoid for the course's run 1)")
-    t.add_argument("--output-activation", choices=sorted(ACTIVATIONS), default=None)
+    t.add_argument("--output-activation", choices=sorted(ACTIVATIONS), default=None, metavar="NAME",
+                   help="activation after the last layer (default: none, logits)")
     t.add_argument("--optimizer", choices=sorted([*OPTIMIZERS, "amsgrad", "nesterov"]), default="adam")
     t.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate")
     t.add_argument("--scheduler", choices=("none", "cosine", "step", "exponential"), default="none",
