@@ -187,3 +187,14 @@ def test_save_rejects_bad_arguments(tmp_path):
     foreign = Adam(MLP(6, [5], 3).parameters())
     with pytest.raises(ValueError, match="not the model's"):
         model.save(tmp_path / "m.npz", optimizer=foreign)
+
+
+@pytest.mark.parametrize("name", list(fastmlp.backends()))
+def test_round_trip_on_every_backend(tmp_path, name):
+    info = fastmlp.backends()[name]
+    if not info.available:
+        pytest.skip(f"backend {name} unavailable: {info.reason}")
+    X, _ = data()
+    model = MLP(6, [5], 3, rng=0).to(backend=name)
+    loaded = fastmlp.load(model.save(tmp_path / "m.npz"), backend=name)
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))

@@ -224,3 +224,17 @@ def test_float64_model_computes_in_float64():
     sd = model.state_dict()
     ref = np.maximum(X @ sd["0.weight"].T + sd["0.bias"], 0) @ sd["2.weight"].T + sd["2.bias"]
     np.testing.assert_allclose(model.forward(X), ref, rtol=1e-13, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", list(fastmlp.backends()))
+def test_fit_runs_on_every_backend(name):
+    info = fastmlp.backends()[name]
+    if not info.available:
+        pytest.skip(f"backend {name} unavailable: {info.reason}")
+    X, y = blobs(120)
+    ref = MLP(2, [16], 3, rng=0)
+    model = MLP(2, [16], 3, rng=0).to(backend=name)
+    h_ref = fit(ref, (X, y), optimizer="sgd", lr=0.1, epochs=2, batch_size=20, seed=0, verbose=0)
+    h = fit(model, (X, y), optimizer="sgd", lr=0.1, epochs=2, batch_size=20, seed=0, verbose=0)
+    np.testing.assert_allclose(h.loss, h_ref.loss, rtol=1e-4)
+    assert h.accuracy[-1] == pytest.approx(h_ref.accuracy[-1], abs=0.02)
