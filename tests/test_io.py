@@ -194,7 +194,7 @@ def test_round_trip_on_every_backend(tmp_path, name):
     info = fastmlp.backends()[name]
     if not info.available:
         pytest.skip(f"backend {name} unavailable: {info.reason}")
-    X, _ = data()
+    X = fastmlp.get_backend(name).asarray(data()[0])  # on the backend's device
     model = MLP(6, [5], 3, rng=0).to(backend=name)
     loaded = fastmlp.load(model.save(tmp_path / "m.npz"), backend=name)
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
