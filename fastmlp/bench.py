@@ -3,8 +3,8 @@ fastmlp bench``), and the in-place NumPy baseline the asv suites also use.
 
 A training step is forward, softmax cross-entropy, backward and an Adam step, the same work
 ``model.train_step`` does. Each backend is timed in the same run as the reference, after warm-up
-steps (JIT compilation and kernel loading stay out of the timing); the figure is the median of
-the timed steps.
+steps (JIT compilation and kernel loading stay out of the timing), the backends taking turns
+step by step; the figure is the median of the timed steps.
 """
 
 from __future__ import annotations
@@ -210,9 +210,16 @@ def run(models: Sequence[str] | None = None, backends: Sequence[str] | None = No
     print(header, file=out)
     for m in models:
         widths, batch = STANDARD_MODELS[m]
-        times = {}
-        for n in usable:
-            times[n] = statistics.median(time_steps(make_step(n, widths, batch, dtype), repeat=repeat))
+        steps = {n: make_step(n, widths, batch, dtype) for n in usable}
+        for step in steps.values():
+            time_steps(step, repeat=0, warmup=2)
+        # round robin: each round times one step of every backend, so a burst of load on a
+        # shared machine hits them all alike and the ratios stay fair
+        samples: dict[str, list[float]] = {n: [] for n in usable}
+        for _ in range(repeat):
+            for n, step in steps.items():
+                samples[n] += time_steps(step, repeat=1, warmup=0)
+        times = {n: statistics.median(v) for n, v in samples.items()}
         ref = times["numpy"]
         cells = []
         for n in usable:
