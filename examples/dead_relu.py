@@ -3,7 +3,8 @@
 A ReLU unit whose pre-activation is negative for every sample gets no gradient and never
 recovers. Too large a learning rate pushes many units there. 784-256-256-10 ReLU MLP on
 10,000 MNIST images, plain SGD at several learning rates; after each epoch, the share of dead
-units over 2,000 probe images is measured. Writes the share against the epoch.
+units over 2,000 probe images is measured (a unit silent on the probe images may still fire on
+a few training images, so some come back). Writes the share against the epoch.
 
     python examples/dead_relu.py [--epochs 10]
 """
