@@ -1,10 +1,12 @@
 """Under- and over-fitting as the hidden width sweeps (the course's bias/variance picture).
 
 One hidden ReLU layer of 1 to 512 units, trained to convergence (Adam, 150 epochs) on a small
-MNIST subset (1,000 images, 20 % of their labels replaced at random, so that memorising costs
-generalisation). Narrow networks underfit: high training and test error (bias). Wide ones drive
-the training error to zero while the test error stops falling or climbs (variance). Writes
-training and test error against capacity.
+MNIST subset (1,000 images, 20 % of their labels replaced at random, so that fitting the
+training set means memorising noise). Narrow networks underfit: training and test error both
+high (bias). From about 16-64 units the training error reaches zero (the interpolation
+threshold) while the test error stalls far above it (variance: the noise is memorised). Wider
+still, the test error falls again, the over-parameterised regime of the course's "deep double
+descent" slide. Writes training and test error against capacity.
 
     python examples/capacity_sweep.py [--epochs 150] [--noise 0.2]
 """
