@@ -4,7 +4,7 @@ on interchangeable backends (NumPy reference, numba, C++, CuPy) behind one dispa
 ``import fastmlp`` imports NumPy and nothing heavy; a backend's native code loads on first use.
 """
 
-from . import init, ops, optim
+from . import callbacks, data, datasets, init, io, ops, optim, plot
 from ._random import seed
 from .backends import (
     BackendInfo,
@@ -14,6 +14,8 @@ from .backends import (
     set_backend,
     use_backend,
 )
+from .callbacks import Callback, CSVLogger, EarlyStopping, ModelCheckpoint
+from .io import load, save
 from .layers import (
     ACTIVATIONS,
     ELU,
@@ -53,6 +55,7 @@ from .losses import (
     NLLLoss,
     get_loss,
 )
+from .train import History, accuracy, evaluate, fit, misclassified
 
 __version__ = "0.1.0"
 
@@ -69,6 +72,9 @@ __all__ = [
     # losses
     "Loss", "MSELoss", "L1Loss", "HuberLoss", "CrossEntropyLoss", "NLLLoss", "BCEWithLogitsLoss",
     "BCELoss", "get_loss",
+    # training, files
+    "fit", "evaluate", "accuracy", "misclassified", "History", "Callback", "EarlyStopping",
+    "ModelCheckpoint", "CSVLogger", "save", "load",
     # randomness and submodules
-    "seed", "init", "ops", "optim",
+    "seed", "init", "ops", "optim", "data", "datasets", "plot", "io", "callbacks",
 ]

@@ -185,6 +185,13 @@ class Module:
         """The constructor arguments (JSON-serialisable) that rebuild this layer."""
         return {}
 
+    def save(self, path, optimizer=None, metadata=None):
+        """Save to one ``.npz`` file (see :func:`fastmlp.io.save`); ``fastmlp.load(path)``
+        reads it back. Pass ``optimizer`` to resume training exactly later."""
+        from .io import save
+
+        return save(self, path, optimizer=optimizer, metadata=metadata)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
 

@@ -1,0 +1,224 @@
+"""The command line: ``python -m fastmlp info | train | bench`` (or the ``fastmlp`` script).
+
+``train`` with no option trains a 784-256-10 ReLU MLP with Adam on the bundled MNIST and prints
+the course's log and the test accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+__all__ = ["main", "build_parser"]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .backends import known_names
+    from .layers import ACTIVATIONS
+    from .optim import OPTIMIZERS
+
+    parser = argparse.ArgumentParser(prog="python -m fastmlp", description="fastmlp: MLPs with hand-written kernels.")
+    sub = parser.add_subparsers(dest="command", metavar="{info,train,bench}")
+    sub.required = True
+
+    info = sub.add_parser("info", help="the backend report (availability, device, dtypes, native ops)")
+    info.add_argument("--ops", action="store_true", help="list each backend's native and reference ops")
+
+    t = sub.add_parser("train", help="train an MLP (bundled MNIST by default) with the course's log",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t.add_argument("--dataset", choices=("mnist", "xor"), default="mnist")
+    t.add_argument("--hidden", type=_positive_int, nargs="+", default=[256], metavar="N",
+                   help="hidden layer widths")
+    names = ", ".join(sorted(ACTIVATIONS))
+    t.add_argument("--activation", choices=sorted(ACTIVATIONS), default="relu", metavar="NAME",
+                   help=f"hidden activation: {names}")
+    t.add_argument("--loss", choices=("cross_entropy", "mse"), default="cross_entropy",
+                   help="mse trains on one-hot targets (add --output-activation sigmoid for the course's run 1)")
+    t.add_argument("--output-activation", choices=sorted(ACTIVATIONS), default=None, metavar="NAME",
+                   help="activation after the last layer (default: none, logits)")
+    t.add_argument("--optimizer", choices=sorted([*OPTIMIZERS, "amsgrad", "nesterov"]), default="adam")
+    t.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate")
+    t.add_argument("--scheduler", choices=("none", "cosine", "step", "exponential"), default="none",
+                   help="learning-rate schedule, stepped per epoch")
+    t.add_argument("--epochs", type=_positive_int, default=8)
+    t.add_argument("--batch-size", type=_positive_int, default=128)
+    t.add_argument("--val-size", type=_non_negative_int, default=5000,
+                   help="training samples held out (the last ones) for the validation accuracy")
+    t.add_argument("--subset", type=_positive_int, default=None,
+                   help="use only the first N training samples (quick runs)")
+    t.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    t.add_argument("--backend", choices=known_names(), default=None,
+                   help="backend (default: FASTMLP_BACKEND, else the fastest available)")
+    t.add_argument("--seed", type=_non_negative_int, default=0, help="initial weights and shuffling")
+    t.add_argument("--log-every", type=_non_negative_int, default=100, help="batches between cost lines (0: none)")
+    t.add_argument("--save", metavar="PATH", default=None, help="save the trained model (.npz)")
+    t.add_argument("--plot", metavar="DIR", default=None,
+                   help="write DIR/history.png (loss and accuracy) and DIR/misclassified.png")
+    t.add_argument("--csv-log", metavar="PATH", default=None, help="write the per-epoch history as CSV")
+    t.add_argument("--quiet", action="store_true", help="only print the final result")
+
+    b = sub.add_parser("bench", help="time a training step of the standard models on each backend",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from .bench import STANDARD_MODELS
+
+    b.add_argument("--models", nargs="+", choices=list(STANDARD_MODELS), default=None,
+                   help="default: all but 4096-4096-4096-10 (add it explicitly, it is slow)")
+    b.add_argument("--backends", nargs="+", choices=known_names(), default=None, help="default: all registered")
+    b.add_argument("--repeat", type=_positive_int, default=10, help="timed steps per model and backend")
+    b.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    b.add_argument("--no-baseline", action="store_true", help="skip the in-place NumPy baseline column")
+    return parser
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from . import __version__
+    from .backends import backends, get_backend
+    from .backends.base import Backend
+
+    n_ops = len(Backend.op_names())
+    print(f"fastmlp {__version__}, numpy {np.__version__}, python {sys.version.split()[0]}")
+    try:
+        current = get_backend().name
+    except Exception as exc:  # the report below shows why
+        current = f"none ({exc})"
+    print(f"current backend: {current}")
+    print(f"{'backend':<8} {'available':<9} {'device':<6} {'dtypes':<16} {'native ops':<11} details")
+    for name, row in backends().items():
+        native = f"{len(row.native_ops)}/{n_ops}" if row.available else "-"
+        print(f"{name:<8} {'yes' if row.available else 'no':<9} {row.device or '-':<6} "
+              f"{','.join(row.dtypes) or '-':<16} {native:<11} {row.reason}")
+        if args.ops and row.available:
+            print(f"    native:    {', '.join(row.native_ops) or '-'}")
+            print(f"    reference: {', '.join(row.reference_ops) or '-'}")
+    return 0
+
+
+def _load_data(args: argparse.Namespace):
+    import numpy as np
+
+    from .datasets import load_mnist, load_xor
+
+    if args.dataset == "mnist":
+        X, y = load_mnist("train", dtype=args.dtype)
+        X_test, y_test = load_mnist("test", dtype=args.dtype)
+    else:
+        X, y = load_xor()
+        perm = np.random.default_rng(args.seed).permutation(len(X))
+        X, y = X[perm].astype(args.dtype), y[perm]
+        X_test, y_test, X, y = X[600:], y[600:], X[:600], y[:600]
+    if args.subset is not None:
+        X, y = X[:args.subset], y[:args.subset]
+    val = None
+    if args.val_size:
+        if args.val_size >= len(X):
+            raise SystemExit(f"error: --val-size {args.val_size} leaves no training samples of {len(X)}")
+        X, y, val = X[:-args.val_size], y[:-args.val_size], (X[-args.val_size:], y[-args.val_size:])
+    return (X, y), val, (X_test, y_test)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import MLP, callbacks, fit, seed
+    from .backends import get_backend
+    from .data import ArrayDataset, OneHot
+    from .optim import lr_scheduler
+    from .train import accuracy
+
+    started = time.perf_counter()
+    backend = get_backend(args.backend) if args.backend else get_backend()
+    (X, y), val, (X_test, y_test) = _load_data(args)
+    n_classes = int(max(y.max(), y_test.max())) + 1
+    target_transform = OneHot(n_classes, args.dtype) if args.loss == "mse" else None
+    train_ds = ArrayDataset(X, y, target_transform=target_transform)
+    val_ds = ArrayDataset(*val, target_transform=target_transform) if val is not None else None
+    test_ds = ArrayDataset(X_test, y_test, target_transform=target_transform)
+    seed(args.seed)
+    model = MLP(X.shape[1], args.hidden, n_classes, activation=args.activation, dtype=args.dtype,
+                output_activation=args.output_activation, rng=args.seed).to(backend=backend.name)
+    schedulers = {
+        "none": None,
+        "cosine": lambda opt: lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs),
+        "step": lambda opt: lr_scheduler.StepLR(opt, step_size=max(1, args.epochs // 3), gamma=0.1),
+        "exponential": lambda opt: lr_scheduler.ExponentialLR(opt, gamma=0.8),
+    }
+    cbs = [callbacks.CSVLogger(args.csv_log)] if args.csv_log else []
+    verbose = 0 if args.quiet else 1
+    if verbose:
+        print(f"fastmlp train: {args.dataset} ({len(X)} train, {len(val[0]) if val else 0} validation, "
+              f"{len(X_test)} test), MLP {'-'.join(map(str, [X.shape[1], *args.hidden, n_classes]))} "
+              f"{args.activation}, {args.optimizer} lr {args.lr:g}, batch {args.batch_size}, "
+              f"backend {backend.name}, {args.dtype}", flush=True)
+    history = fit(model, train_ds, loss=args.loss, optimizer=args.optimizer, lr=args.lr, epochs=args.epochs,
+                  val=val_ds, batch_size=args.batch_size, callbacks=cbs, scheduler=schedulers[args.scheduler],
+                  verbose=verbose, seed=args.seed, log_every=args.log_every)
+    test_acc = accuracy(model, test_ds)
+    print(f"Test accuracy: {100 * test_acc:.2f}%")
+    if args.save:
+        path = model.save(args.save, metadata={"epoch": args.epochs, "test_accuracy": test_acc})
+        print(f"saved model to {path}")
+    if args.plot:
+        from .plot import plot_history, plot_misclassified
+
+        folder = Path(args.plot)
+        p1 = plot_history(history, folder / "history.png", title=f"fastmlp on {args.dataset}")
+        printed = [str(p1)]
+        if args.dataset == "mnist":
+            printed.append(str(plot_misclassified(model, test_ds, folder / "misclassified.png")))
+        print(f"wrote {', '.join(printed)}")
+    print(f"Total time (loading included): {(time.perf_counter() - started) / 60:.2f} min")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run
+
+    run(models=args.models, backends=args.backends, repeat=args.repeat, dtype=args.dtype,
+        baseline=not args.no_baseline)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 for a usage error, from argparse)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    commands = {"info": cmd_info, "train": cmd_train, "bench": cmd_bench}
+    return commands[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""Side-by-side timing of the backends on SPEC section 12's standard models (``python -m
+fastmlp bench``), and the in-place NumPy baseline the asv suites also use.
+
+A training step is forward, softmax cross-entropy, backward and an Adam step, the same work
+``model.train_step`` does. Each backend is timed in the same run as the reference, after warm-up
+steps (JIT compilation and kernel loading stay out of the timing), the backends taking turns
+step by step; the figure is the median of the timed steps.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TextIO
+
+import numpy as np
+
+__all__ = ["STANDARD_MODELS", "InplaceNumpyMLP", "BenchResult", "make_step", "time_steps", "run"]
+
+#: name -> (layer widths, batch size), SPEC section 12
+STANDARD_MODELS: dict[str, tuple[tuple[int, ...], int]] = {
+    "784-128-10": ((784, 128, 10), 64),
+    "784-256-256-10": ((784, 256, 256, 10), 128),
+    "784-1024-1024-10": ((784, 1024, 1024, 10), 512),
+    "4096-4096-4096-10": ((4096, 4096, 4096, 10), 1024),
+}
+
+
+def batch_data(widths: Sequence[int], batch: int, dtype: str = "float32", seed: int = 0):
+    """A random input batch ``(batch, widths[0])`` and labels in ``[0, widths[-1])``."""
+    rng = np.random.default_rng(seed)
+    X = rng.random((batch, widths[0]), dtype=np.float64).astype(dtype)
+    y = rng.integers(0, widths[-1], batch)
+    return X, y
+
+
+class InplaceNumpyMLP:
+    """A well-written plain NumPy training step, the baseline a user could write by hand:
+    ReLU MLP, softmax cross-entropy, Adam, every array preallocated and every operation
+    writing into it (``matmul(..., out=)``, ufuncs with ``out=``), parameters in one flat
+    buffer so Adam is a handful of whole-buffer ufunc calls.
+
+    Parameters
+    ----------
+    widths : sequence of int
+        ``(in, hidden..., out)``.
+    batch : int
+    dtype : "float32" or "float64"
+    lr, betas, eps : Adam's hyper-parameters (PyTorch's defaults).
+    """
+
+    def __init__(self, widths: Sequence[int], batch: int, dtype: str = "float32", lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        dt = np.dtype(dtype)
+        shapes = [(o, i) for i, o in zip(widths[:-1], widths[1:])]
+        sizes = [o * i + o for o, i in shapes]
+        self.p = np.empty(sum(sizes), dt)
+        self.g = np.zeros_like(self.p)
+        self.m, self.v = np.zeros_like(self.p), np.zeros_like(self.p)
+        self.tmp, self.tmp2 = np.empty_like(self.p), np.empty_like(self.p)
+        self.W, self.b, self.dW, self.db = [], [], [], []
+        off = 0
+        for (o, i), n in zip(shapes, sizes):
+            bound = 1 / np.sqrt(i)
+            self.p[off:off + n] = rng.uniform(-bound, bound, n)
+            self.W.append(self.p[off:off + o * i].reshape(o, i))
+            self.b.append(self.p[off + o * i:off + n])
+            self.dW.append(self.g[off:off + o * i].reshape(o, i))
+            self.db.append(self.g[off + o * i:off + n])
+            off += n
+        self.A = [np.empty((batch, o), dt) for o, _ in shapes]       # layer outputs
+        self.dA = [np.empty((batch, i), dt) for _, i in shapes[1:]]  # grads of hidden outputs
+        self.mask = [np.empty((batch, o), bool) for o, _ in shapes[:-1]]
+        self.lr, self.b1, self.b2, self.eps, self.t = lr, betas[0], betas[1], eps, 0
+        self.rows = np.arange(batch)
+
+    def step(self, X: np.ndarray, y: np.ndarray) -> float:
+        """One step; returns the mean cross-entropy of the batch."""
+        n_layers = len(self.W)
+        inp = X
+        for k in range(n_layers):
+            Z = self.A[k]
+            np.matmul(inp, self.W[k].T, out=Z)
+            Z += self.b[k]
+            if k < n_layers - 1:
+                np.maximum(Z, 0, out=Z)
+            inp = Z
+        logits = self.A[-1]  # softmax in place: P = exp(z - max) / sum
+        logits -= logits.max(axis=1, keepdims=True)
+        np.exp(logits, out=logits)
+        logits /= logits.sum(axis=1, keepdims=True)
+        N = X.shape[0]
+        loss = -float(np.log(logits[self.rows[:N], y]).mean())
+        logits[self.rows[:N], y] -= 1  # dZ = (P - onehot) / N
+        logits /= N
+        dZ = logits
+        for k in range(n_layers - 1, -1, -1):
+            prev = X if k == 0 else self.A[k - 1]
+            np.matmul(dZ.T, prev, out=self.dW[k])
+            dZ.sum(axis=0, out=self.db[k])
+            if k > 0:
+                dA = self.dA[k - 1]
+                np.matmul(dZ, self.W[k], out=dA)
+                np.greater(self.A[k - 1], 0, out=self.mask[k - 1])
+                dA *= self.mask[k - 1]
+                dZ = dA
+        self._adam()
+        return loss
+
+    def _adam(self) -> None:
+        """``m = b1 m + (1-b1) g``, ``v = b2 v + (1-b2) g^2``,
+        ``p -= lr/(1-b1^t) m / (sqrt(v/(1-b2^t)) + eps)``: whole-buffer ufuncs, no temporaries."""
+        self.t += 1
+        b1, b2, g, m, v, tmp, tmp2 = self.b1, self.b2, self.g, self.m, self.v, self.tmp, self.tmp2
+        m *= b1
+        np.multiply(g, 1 - b1, out=tmp)
+        m += tmp
+        v *= b2
+        np.multiply(g, g, out=tmp)
+        tmp *= 1 - b2
+        v += tmp
+        np.multiply(v, 1 / (1 - b2**self.t), out=tmp)
+        np.sqrt(tmp, out=tmp)
+        tmp += self.eps
+        np.divide(m, tmp, out=tmp2)
+        tmp2 *= self.lr / (1 - b1**self.t)
+        self.p -= tmp2
+
+
+def make_step(backend: str, widths: Sequence[int], batch: int, dtype: str = "float32", seed: int = 0):
+    """A zero-argument callable doing one training step of a fresh ReLU MLP with Adam on
+    ``backend`` (``"numpy_inplace"``: the :class:`InplaceNumpyMLP` baseline)."""
+    X, y = batch_data(widths, batch, dtype, seed)
+    if backend == "numpy_inplace":
+        net = InplaceNumpyMLP(widths, batch, dtype, seed=seed)
+        return lambda: net.step(X, y)
+    from . import MLP, CrossEntropyLoss, get_backend
+    from .optim import Adam
+
+    be = get_backend(backend)
+    model = MLP(widths[0], list(widths[1:-1]), widths[-1], dtype=dtype, rng=seed).to(backend=backend)
+    opt = Adam(model.parameters())
+    loss = CrossEntropyLoss()
+    Xd, yd = be.asarray(X), be.asarray(y)
+    return lambda: model.train_step(Xd, yd, loss, opt)
+
+
+def time_steps(step, repeat: int = 10, warmup: int = 2, sync=None) -> list[float]:
+    """Seconds per call of ``step`` over ``repeat`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        step()
+        if sync is not None:
+            sync()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+@dataclass
+class BenchResult:
+    model: str
+    backend: str
+    median_s: float
+    speedup: float  # reference time / this time (> 1: faster than the reference)
+
+
+def run(models: Sequence[str] | None = None, backends: Sequence[str] | None = None, repeat: int = 10,
+        dtype: str = "float32", baseline: bool = True, file: TextIO | None = None) -> list[BenchResult]:
+    """Time a training step of each model on each available backend and print a table.
+
+    Parameters
+    ----------
+    models : names of :data:`STANDARD_MODELS` (default: all but the 4096-wide one)
+    backends : names (default: every registered backend; unavailable ones are listed with
+        their reason and skipped)
+    repeat : timed steps per (model, backend)
+    baseline : also time :class:`InplaceNumpyMLP` (column ``numpy_inplace``)
+    """
+    from .backends import backends as report
+
+    out = file if file is not None else sys.stdout
+    models = list(models) if models else [m for m in STANDARD_MODELS if not m.startswith("4096")]
+    for m in models:
+        if m not in STANDARD_MODELS:
+            raise ValueError(f"unknown model {m!r}; choose from {', '.join(STANDARD_MODELS)}")
+    info = report()
+    names = list(backends) if backends else list(info)
+    for n in names:
+        if n not in info:
+            raise ValueError(f"unknown backend {n!r}; known: {', '.join(info)}")
+    usable = [n for n in names if info[n].available]
+    for n in names:
+        if not info[n].available:
+            print(f"skipping backend {n}: {info[n].reason}", file=out)
+    if "numpy" not in usable:
+        usable.insert(0, "numpy")  # the reference is always measured, for the ratio
+    if baseline:
+        usable.append("numpy_inplace")
+    results: list[BenchResult] = []
+    print(f"median time per training step (forward + cross-entropy + backward + Adam), {dtype}, "
+          f"{repeat} timed steps after warm-up; speed-up = numpy time / backend time", file=out)
+    header = f"{'model':<20} {'batch':>5}  " + "  ".join(f"{n:>22}" for n in usable)
+    print(header, file=out)
+    for m in models:
+        widths, batch = STANDARD_MODELS[m]
+        steps = {n: make_step(n, widths, batch, dtype) for n in usable}
+        for step in steps.values():
+            time_steps(step, repeat=0, warmup=2)
+        # round robin: each round times one step of every backend, so a burst of load on a
+        # shared machine hits them all alike and the ratios stay fair
+        samples: dict[str, list[float]] = {n: [] for n in usable}
+        for _ in range(repeat):
+            for n, step in steps.items():
+                samples[n] += time_steps(step, repeat=1, warmup=0)
+        times = {n: statistics.median(v) for n, v in samples.items()}
+        ref = times["numpy"]
+        cells = []
+        for n in usable:
+            results.append(BenchResult(m, n, times[n], ref / times[n]))
+            cells.append(f"{times[n] * 1e3:9.2f} ms ({ref / times[n]:5.2f}x)")
+        print(f"{m:<20} {batch:>5}  " + "  ".join(f"{c:>22}" for c in cells), file=out, flush=True)
+    return results
