@@ -27,6 +27,14 @@ DTYPES = ("float32", "float64")
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+def shared_data(*parts: str) -> Path:
+    """``../shared/data/<parts>`` beside the repository, or skip the test with the reason."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data {path} is absent (../shared/data sits beside the repository in CI)")
+    return path
+
+
 def backend_params(include_reference: bool = False):
     """pytest params for every registered backend; unavailable ones are skipped with their reason."""
     out = []

@@ -7,23 +7,14 @@ The full 100-epoch runs 1-4 are scripts in ``examples/``.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from helpers import shared_data
 
 import fastmlp
 from fastmlp import MLP, fit, init
 from fastmlp.data import ArrayDataset, Compose, CSVImageDataset, DataLoader, Flatten, ToFloat
 from fastmlp.datasets import load_mnist, load_xor
-
-
-def shared_data(*parts: str) -> Path:
-    """``../shared/data/<parts>`` beside the repository, or skip the test with the reason."""
-    path = Path(__file__).resolve().parents[1].parent.joinpath("shared", "data", *parts)
-    if not path.exists():
-        pytest.skip(f"real data {path} is absent (../shared/data sits beside the repository in CI)")
-    return path
 
 
 def idx_mnist(split: str):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import gzip
 import hashlib
 from importlib import resources
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import shared_data
 
 from fastmlp.data import (
     ArrayDataset,
@@ -25,14 +25,6 @@ from fastmlp.data import (
     train_val_test_split,
 )
 from fastmlp.datasets import load_mnist, load_xor
-
-
-def shared_data(*parts: str) -> Path:
-    """``../shared/data/<parts>`` beside the repository, or skip the test with the reason."""
-    path = Path(__file__).resolve().parents[1].parent.joinpath("shared", "data", *parts)
-    if not path.exists():
-        pytest.skip(f"real data {path} is absent (../shared/data sits beside the repository in CI)")
-    return path
 
 
 # ---------------------------------------------------------------------------- ArrayDataset

@@ -7,14 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-
-def shared_data(*parts: str) -> Path:
-    """``../shared/data/<parts>`` beside the repository, or skip the test with the reason."""
-    path = Path(__file__).resolve().parents[1].parent.joinpath("shared", "data", *parts)
-    if not path.exists():
-        pytest.skip(f"real data {path} is absent (../shared/data sits beside the repository in CI)")
-    return path
+from helpers import shared_data
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SCRIPTS = sorted(p.name for p in EXAMPLES.glob("*.py") if not p.name.startswith("_"))
