@@ -92,14 +92,14 @@ LOSS_MSE = 1
 @kernel
 def _sigmoid(z):
     # sigma(z) = 1 / (1 + e^-z) for z >= 0, e^z / (1 + e^z) for z < 0 (no overflow)
-    e = math.exp(-abs(z))
+    e = np.exp(-abs(z))
     return _1 / (_1 + e) if z >= _0 else e / (_1 + e)
 
 
 @kernel
 def _log1pexp(z):
     # log(1 + e^z) = max(z, 0) + log1p(e^-|z|)
-    return max(z, _0) + math.log1p(math.exp(-abs(z)))
+    return max(z, _0) + np.log1p(np.exp(-abs(z)))
 
 
 @kernel
@@ -160,7 +160,7 @@ def sigmoid_backward(dY, Z, Y, dZ):
 @kernel
 def tanh_forward(Z, Y):
     for i in range(Z.size):
-        Y[i] = math.tanh(Z[i])
+        Y[i] = np.tanh(Z[i])
 
 
 # dz = dy (1 - y^2)
@@ -192,7 +192,7 @@ def leaky_relu_backward(dY, Z, Y, dZ, slope):
 def elu_forward(Z, Y, alpha, scale):
     for i in range(Z.size):
         z = Z[i]
-        Y[i] = scale * (z if z > _0 else alpha * math.expm1(z))
+        Y[i] = scale * (z if z > _0 else alpha * np.expm1(z))
 
 
 # dz = scale dy (1 if z > 0 else alpha e^z)
@@ -201,7 +201,7 @@ def elu_backward(dY, Z, Y, dZ, alpha, scale):
     for i in range(dY.size):
         z = Z[i]
         d = dY[i]
-        dZ[i] = scale * (d if z > _0 else d * alpha * math.exp(z))
+        dZ[i] = scale * (d if z > _0 else d * alpha * np.exp(z))
 
 
 # selu(z) = SCALE elu(z, ALPHA)  (the constants are passed in, cast to the dtype)
@@ -254,7 +254,7 @@ def softplus_forward(Z, Y, beta, threshold):
 # dz = dy sigma(beta z);  dbeta = sum dy (z sigma(beta z) - y) / beta  (0 where linear)
 @kernel
 def softplus_backward(dY, Z, Y, dZ, beta, threshold, need_param):
-    acc = 0.0
+    acc = np.float64(0.0)
     for i in range(dY.size):
         z = Z[i]
         d = dY[i]
@@ -313,7 +313,7 @@ def silu_forward(Z, Y, beta):
 # s = sigma(beta z): dz = dy (s + beta z s (1 - s));  dbeta = sum dy z^2 s (1 - s)
 @kernel
 def silu_backward(dY, Z, Y, dZ, beta, need_param):
-    acc = 0.0
+    acc = np.float64(0.0)
     for i in range(dY.size):
         z = Z[i]
         d = dY[i]
@@ -333,7 +333,7 @@ def silu_backward(dY, Z, Y, dZ, beta, need_param):
 def mish_forward(Z, Y):
     for i in range(Z.size):
         z = Z[i]
-        Y[i] = z * math.tanh(_log1pexp(z))
+        Y[i] = z * np.tanh(_log1pexp(z))
 
 
 # t = tanh(softplus(z)): dz = dy (t + z sigma(z) (1 - t^2))
@@ -341,7 +341,7 @@ def mish_forward(Z, Y):
 def mish_backward(dY, Z, Y, dZ):
     for i in range(dY.size):
         z = Z[i]
-        t = math.tanh(_log1pexp(z))
+        t = np.tanh(_log1pexp(z))
         dZ[i] = dY[i] * (t + z * _sigmoid(z) * (_1 - t * t))
 
 
@@ -351,14 +351,15 @@ def mish_backward(dY, Z, Y, dZ):
 @kernel
 def gelu_forward(Z, Y, approximate_tanh, consts):
     inv_sqrt2, k, c = consts[0], consts[2], consts[3]
+    one = Z.dtype.type(1.0)  # math.erf returns a Python float without the JIT: keep the dtype
     if approximate_tanh:
         for i in range(Z.size):
             z = Z[i]
-            Y[i] = _HALF * z * (_1 + math.tanh(k * (z + c * z * z * z)))
+            Y[i] = _HALF * z * (_1 + np.tanh(k * (z + c * z * z * z)))
     else:
         for i in range(Z.size):
             z = Z[i]
-            Y[i] = _HALF * z * (_1 + math.erf(z * inv_sqrt2))
+            Y[i] = _HALF * z * (one + math.erf(z * inv_sqrt2))
 
 
 # exact:  dz = dy (Phi(z) + z phi(z)),  phi(z) = e^{-z^2/2} / sqrt(2 pi)
@@ -366,16 +367,17 @@ def gelu_forward(Z, Y, approximate_tanh, consts):
 @kernel
 def gelu_backward(dY, Z, Y, dZ, approximate_tanh, consts):
     inv_sqrt2, inv_sqrt2pi, k, c = consts[0], consts[1], consts[2], consts[3]
+    one = dY.dtype.type(1.0)
     if approximate_tanh:
         for i in range(dY.size):
             z = Z[i]
-            t = math.tanh(k * (z + c * z * z * z))
+            t = np.tanh(k * (z + c * z * z * z))
             dZ[i] = dY[i] * (_HALF * (_1 + t) + _HALF * z * (_1 - t * t) * k * (_1 + _3 * c * z * z))
     else:
         for i in range(dY.size):
             z = Z[i]
-            cdf = _HALF * (_1 + math.erf(z * inv_sqrt2))
-            pdf = math.exp(-_HALF * z * z) * inv_sqrt2pi
+            cdf = _HALF * (one + math.erf(z * inv_sqrt2))
+            pdf = np.exp(-_HALF * z * z) * inv_sqrt2pi
             dZ[i] = dY[i] * (cdf + z * pdf)
 
 
@@ -384,7 +386,7 @@ def gelu_backward(dY, Z, Y, dZ, approximate_tanh, consts):
 def sinc_forward(Z, Y, scale):
     for i in range(Z.size):
         u = scale * Z[i]
-        Y[i] = _1 if u == _0 else math.sin(u) / u
+        Y[i] = _1 if u == _0 else np.sin(u) / u
 
 
 # d/du sin(u)/u = (cos u - sin(u)/u) / u, by its Taylor series
@@ -400,7 +402,7 @@ def sinc_backward(dY, Z, Y, dZ, consts):
             u2 = u * u
             d = u * (-c3 + u2 * (c30 + u2 * (-c840 + u2 * c45360)))
         else:
-            d = (math.cos(u) - math.sin(u) / u) / u
+            d = (np.cos(u) - np.sin(u) / u) / u
         dZ[i] = dY[i] * (scale * d)
 
 
@@ -429,7 +431,7 @@ def softmax_forward(Z, Y):
             m = max(m, Z[r, j])
         s = _0 * m
         for j in range(C):
-            e = math.exp(Z[r, j] - m)
+            e = np.exp(Z[r, j] - m)
             Y[r, j] = e
             s += e
         inv = _1 / s
@@ -459,8 +461,8 @@ def log_softmax_forward(Z, Y):
             m = max(m, Z[r, j])
         s = _0 * m
         for j in range(C):
-            s += math.exp(Z[r, j] - m)
-        lse = m + math.log(s)
+            s += np.exp(Z[r, j] - m)
+        lse = m + np.log(s)
         for j in range(C):
             Y[r, j] = Z[r, j] - lse
 
@@ -474,7 +476,7 @@ def log_softmax_backward(dY, Z, Y, dZ):
         for j in range(C):
             s += dY[r, j]
         for j in range(C):
-            dZ[r, j] = dY[r, j] - math.exp(Y[r, j]) * s
+            dZ[r, j] = dY[r, j] - np.exp(Y[r, j]) * s
 
 
 # Dispatch of an elementwise activation by code (train_step). h = (h0, h1) its
@@ -558,7 +560,7 @@ def _bias_activation(Y, b, act):
                 Y[n, j] = _sigmoid(Y[n, j])
         elif act == ACT_TANH:
             for j in range(M):
-                Y[n, j] = math.tanh(Y[n, j])
+                Y[n, j] = np.tanh(Y[n, j])
 
 
 # One pass over dY (N, M): dz = dy act'(y) written to dZ (may alias dY), and
@@ -623,16 +625,16 @@ def cross_entropy_loss(logits, labels, P, use_probs, ls, r, need_grad, L, G):
     keep = L.size > 0
     uniform = ls / logits.dtype.type(C)
     onems = _1 - ls
-    total = 0.0
+    total = np.float64(0.0)
     for n in range(N):
         m = logits[n, 0]
         for c in range(1, C):
             m = max(m, logits[n, c])
-        s = 0.0
+        s = np.float64(0.0)
         for c in range(C):
-            s += math.exp(logits[n, c] - m)
-        lse = m + math.log(s)
-        row = 0.0
+            s += np.exp(logits[n, c] - m)
+        lse = m + np.log(s)
+        row = np.float64(0.0)
         if use_probs:
             for c in range(C):
                 q = P[n, c] * onems + uniform
@@ -641,7 +643,7 @@ def cross_entropy_loss(logits, labels, P, use_probs, ls, r, need_grad, L, G):
             t = labels[n]
             row = -onems * (logits[n, t] - lse)
             if ls != _0:
-                acc = 0.0
+                acc = np.float64(0.0)
                 for c in range(C):
                     acc += logits[n, c] - lse
                 row -= uniform * acc
@@ -650,7 +652,7 @@ def cross_entropy_loss(logits, labels, P, use_probs, ls, r, need_grad, L, G):
             L[n] = row
         if need_grad:
             for c in range(C):
-                p = math.exp(logits[n, c] - lse)
+                p = np.exp(logits[n, c] - lse)
                 q = P[n, c] * onems + uniform if use_probs else (uniform + onems if c == labels[n] else uniform)
                 G[n, c] = (p - q) * r
     return total
@@ -661,7 +663,7 @@ def cross_entropy_loss(logits, labels, P, use_probs, ls, r, need_grad, L, G):
 def nll_loss(logp, labels, r, need_grad, L, G):
     N, C = logp.shape
     keep = L.size > 0
-    total = 0.0
+    total = np.float64(0.0)
     for n in range(N):
         v = -logp[n, labels[n]]
         total += v
@@ -679,7 +681,7 @@ def nll_loss(logp, labels, r, need_grad, L, G):
 def mse_loss(O, T, r, need_grad, L, G):
     keep = L.size > 0
     r2 = _2 * r
-    total = 0.0
+    total = np.float64(0.0)
     for i in range(O.size):
         d = O[i] - T[i]
         v = d * d
@@ -695,7 +697,7 @@ def mse_loss(O, T, r, need_grad, L, G):
 @kernel
 def l1_loss(O, T, r, need_grad, L, G):
     keep = L.size > 0
-    total = 0.0
+    total = np.float64(0.0)
     for i in range(O.size):
         d = O[i] - T[i]
         v = abs(d)
@@ -711,7 +713,7 @@ def l1_loss(O, T, r, need_grad, L, G):
 @kernel
 def huber_loss(O, T, delta, r, need_grad, L, G):
     keep = L.size > 0
-    total = 0.0
+    total = np.float64(0.0)
     for i in range(O.size):
         d = O[i] - T[i]
         a = abs(d)
@@ -728,11 +730,11 @@ def huber_loss(O, T, delta, r, need_grad, L, G):
 @kernel
 def bce_with_logits_loss(Z, T, r, need_grad, L, G):
     keep = L.size > 0
-    total = 0.0
+    total = np.float64(0.0)
     for i in range(Z.size):
         z = Z[i]
         t = T[i]
-        v = max(z, _0) - z * t + math.log1p(math.exp(-abs(z)))
+        v = max(z, _0) - z * t + np.log1p(np.exp(-abs(z)))
         total += v
         if keep:
             L[i] = v
@@ -747,12 +749,14 @@ def bce_with_logits_loss(Z, T, r, need_grad, L, G):
 def bce_loss(Pr, T, r, floor, need_grad, L, G):
     keep = L.size > 0
     log_floor, eps = floor[0], floor[1]
-    total = 0.0
+    total = np.float64(0.0)
     for i in range(Pr.size):
         p = Pr[i]
         t = T[i]
-        lp = max(math.log(p), log_floor) if p > _0 else log_floor
-        l1p = max(math.log1p(-p), log_floor) if p < _1 else log_floor
+        lp = np.log(p)  # -inf at 0, nan below: clamped to the floor, nan kept
+        lp = log_floor if lp < log_floor else lp
+        l1p = np.log1p(-p)
+        l1p = log_floor if l1p < log_floor else l1p
         v = -(t * lp + (_1 - t) * l1p)
         total += v
         if keep:
@@ -810,7 +814,7 @@ def adagrad_step(p, g, state_sum, c):
             gi = gi + wd * p[i]
         s = state_sum[i] + gi * gi
         state_sum[i] = s
-        p[i] = p[i] - clr * gi / (math.sqrt(s + eps_root) + eps)
+        p[i] = p[i] - clr * gi / (np.sqrt(s + eps_root) + eps)
 
 
 # PyTorch RMSprop + the course's bias correction.
@@ -833,7 +837,7 @@ def rmsprop_step(p, g, square_avg, grad_avg, momentum_buffer, c):
             grad_avg[i] = a
             a = a * bc
             v = v - a * a
-        d = math.sqrt(v + eps_root) + eps
+        d = np.sqrt(v + eps_root) + eps
         if mu != _0:
             b = _ftz(momentum_buffer[i] * mu + gi / d, tiny)
             momentum_buffer[i] = b
@@ -863,7 +867,7 @@ def adam_step(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, c):
         if amsgrad:
             v = max(max_exp_avg_sq[i], v)
             max_exp_avg_sq[i] = v
-        p[i] = pi - step_size * m / (math.sqrt(v / bc2 + eps_root) + eps)
+        p[i] = pi - step_size * m / (np.sqrt(v / bc2 + eps_root) + eps)
 
 
 # PyTorch Adamax.  c = (wd, b1, 1 - b1, b2, eps, lr / (1 - b1^t), tiny)
@@ -898,7 +902,7 @@ def nadam_step(p, g, exp_avg, exp_avg_sq, c):
         v = _ftz(exp_avg_sq[i] * b2 + omb2 * gi * gi, tiny)
         exp_avg[i] = m
         exp_avg_sq[i] = v
-        d = math.sqrt(v / bc2) + eps
+        d = np.sqrt(v / bc2) + eps
         pi = pi - cg * gi / d
         p[i] = pi - cm * m / d
 
@@ -915,7 +919,7 @@ def adadelta_step(p, g, square_avg, acc_delta, c):
             gi = gi + wd * p[i]
         s = _ftz(square_avg[i] * rho + omr * gi * gi, tiny)
         square_avg[i] = s
-        delta = math.sqrt(acc_delta[i] + eps) / math.sqrt(s + eps) * gi
+        delta = np.sqrt(acc_delta[i] + eps) / np.sqrt(s + eps) * gi
         acc_delta[i] = _ftz(acc_delta[i] * rho + omr * delta * delta, tiny)
         p[i] = p[i] - lr * delta
 
