@@ -74,9 +74,15 @@ def _writable(*arrays: Any) -> bool:
     return all(a is None or (a.flags.c_contiguous and a.flags.writeable) for a in arrays)
 
 
+def _c(a: np.ndarray) -> np.ndarray:
+    """``a`` itself when C-contiguous, else a C-contiguous copy (0-d stays 0-d, unlike
+    ``np.ascontiguousarray``)."""
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+
 def _flat(a: np.ndarray) -> np.ndarray:
     """A 1-D C-contiguous view of a C-contiguous array (a copy of any other)."""
-    return np.ascontiguousarray(a).reshape(-1)
+    return _c(a).reshape(-1)
 
 
 def _same_shape(what: str, *arrays: np.ndarray) -> None:
@@ -267,8 +273,8 @@ class NumbaBackend(NumpyBackend):
         if b is not None and b.shape != (M,):
             raise ValueError(f"dense_forward: bias of shape {b.shape}, expected ({M},)")
         Y = np.empty((N, M), X.dtype)
-        bias = np.ascontiguousarray(b) if b is not None else _empty(X.dtype)
-        K.dense_forward(np.ascontiguousarray(X), np.ascontiguousarray(W), bias, _FUSED_CODES[activation], Y)
+        bias = _c(b) if b is not None else _empty(X.dtype)
+        K.dense_forward(_c(X), _c(W), bias, _FUSED_CODES[activation], Y)
         return Y
 
     def dense_backward(self, dY, X, W, Y, activation: str = "identity", dW=None, db=None,
@@ -291,15 +297,15 @@ class NumbaBackend(NumpyBackend):
         dtype = X.dtype
         dW_out = dW if dW is not None else np.empty((M, Kin), dtype)
         dX = np.empty((N, Kin), dtype) if need_dX else np.empty((0, 0), dtype)
-        K.dense_backward(np.ascontiguousarray(dY), np.ascontiguousarray(X), np.ascontiguousarray(W),
-                         np.ascontiguousarray(Y), _FUSED_CODES[activation], np.empty((N, M), dtype),
+        K.dense_backward(_c(dY), _c(X), _c(W),
+                         _c(Y), _FUSED_CODES[activation], np.empty((N, M), dtype),
                          dW_out, db if db is not None else _empty(dtype), dX)
         return (dX if need_dX else None), dW_out, db
 
     # ------------------------------------------------------------------ activations
     @staticmethod
     def _forward(kernel, Z, *args):
-        Z = np.ascontiguousarray(Z)
+        Z = _c(Z)
         Y = np.empty_like(Z)
         kernel(Z.reshape(-1), Y.reshape(-1), *args)
         return Y
@@ -366,7 +372,7 @@ class NumbaBackend(NumpyBackend):
     def prelu_forward(self, Z, alpha):
         if not _native(Z, alpha) or Z.ndim == 0 or alpha.size not in (1, Z.shape[-1]):
             return super().prelu_forward(Z, alpha)
-        Z = np.ascontiguousarray(Z)
+        Z = _c(Z)
         Y = np.empty_like(Z)
         C = Z.shape[-1]
         K.prelu_forward(Z.reshape(-1, C), _flat(alpha), Y.reshape(-1, C))
@@ -379,7 +385,7 @@ class NumbaBackend(NumpyBackend):
         C = Z.shape[-1]
         dZ = np.empty(dY.shape, dY.dtype)
         dalpha = np.zeros(alpha.size, np.float64)
-        K.prelu_backward(np.ascontiguousarray(dY).reshape(-1, C), np.ascontiguousarray(Z).reshape(-1, C),
+        K.prelu_backward(_c(dY).reshape(-1, C), _c(Z).reshape(-1, C),
                          _flat(alpha), dZ.reshape(-1, C), dalpha, bool(param_grad))
         if not param_grad:
             return dZ, None
@@ -489,7 +495,7 @@ class NumbaBackend(NumpyBackend):
     def _rows(kernel, *arrays):
         """Run a last-axis kernel on ``(rows, C)`` views; returns the new output."""
         C = arrays[0].shape[-1]
-        arrays = [np.ascontiguousarray(a) for a in arrays]
+        arrays = [_c(a) for a in arrays]
         out = np.empty(arrays[0].shape, arrays[0].dtype)
         kernel(*[a.reshape(-1, C) for a in arrays], out.reshape(-1, C))
         return out
@@ -597,9 +603,9 @@ class NumbaBackend(NumpyBackend):
             return super().cross_entropy_loss(logits, target, reduction, label_smoothing, need_grad)
         N, C = logits.shape
         dtype = logits.dtype
-        X = np.ascontiguousarray(logits)
+        X = _c(logits)
         if probs:
-            labels, P = np.empty(0, np.int64), np.ascontiguousarray(target)
+            labels, P = np.empty(0, np.int64), _c(target)
         else:
             labels, P = self._labels(target, N, C, "cross_entropy_loss"), X
         L = np.empty(N, dtype) if reduction not in ("mean", "sum") else None
@@ -620,7 +626,7 @@ class NumbaBackend(NumpyBackend):
         L = np.empty(N, dtype) if reduction not in ("mean", "sum") else None
         G = np.empty((N, C), dtype) if need_grad else None
         r = dtype.type(self._scale(reduction, N))
-        total = K.nll_loss(np.ascontiguousarray(logp), labels, r, bool(need_grad),
+        total = K.nll_loss(_c(logp), labels, r, bool(need_grad),
                            L if L is not None else _empty(dtype), G if G is not None else np.empty((0, 0), dtype))
         return self._value(total, L, reduction, N, dtype), G
 
@@ -829,10 +835,10 @@ class NumbaBackend(NumpyBackend):
         if kind == "CrossEntropyLoss":
             if target.ndim != 1:
                 return None
-            labels, T, code = np.ascontiguousarray(target, np.int64), np.empty((0, 0), dtype), K.LOSS_CROSS_ENTROPY
+            labels, T, code = np.ascontiguousarray(target, dtype=np.int64), np.empty((0, 0), dtype), K.LOSS_CROSS_ENTROPY
             ls, count = dtype.type(loss.label_smoothing), N
         else:
-            labels, T, code = np.empty(0, np.int64), np.ascontiguousarray(target, dtype), K.LOSS_MSE
+            labels, T, code = np.empty(0, np.int64), np.ascontiguousarray(target, dtype=dtype), K.LOSS_MSE
             ls, count = dtype.type(0.0), N * plan.n_out
         r = dtype.type(self._scale(loss.reduction, count))
         saved_step, saved_mu = group["step"], group.get("mu_product")
