@@ -191,6 +191,23 @@ def test_fused_step_follows_learning_rate_changes(fused_only):
         assert_matches(out[1][k], out[0][k], "float32", "step", None, k)
 
 
+def test_fused_step_reads_activation_hyper_parameters_at_every_step(fused_only):
+    out = []
+    for backend in ("numpy", "numba"):
+        model = fastmlp.Sequential(fastmlp.Linear(13, 17, rng=1), fastmlp.LeakyReLU(0.1),
+                                   fastmlp.Linear(17, 4, rng=2), dtype="float64").to(backend)
+        opt = fastmlp.optim.SGD(model.parameters(), lr=0.1)
+        rng = np.random.default_rng(0)
+        X, y = rng.standard_normal((8, 13)), rng.integers(0, 4, 8)
+        model.train_step(X, y, fastmlp.CrossEntropyLoss(), opt)
+        model.layers[1].negative_slope = 0.5
+        model.train_step(X, y, fastmlp.CrossEntropyLoss(), opt)
+        out.append(model.state_dict())
+    assert len(fused_only) == 2
+    for k in out[0]:
+        assert_matches(out[1][k], out[0][k], "float64", "step", None, k)
+
+
 FALLBACKS = {
     "prelu": (lambda: [fastmlp.Linear(13, 6, rng=1), fastmlp.PReLU(), fastmlp.Linear(6, 4, rng=2)],
               "CrossEntropyLoss", {}),

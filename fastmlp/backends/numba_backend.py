@@ -196,11 +196,15 @@ def _is_linear(layer) -> bool:
 class _Plan:
     """What ``train_step`` needs of a model, built once per (model, batch size)."""
 
-    __slots__ = ("key", "layers", "hyper", "Zbuf", "Ybuf", "D0", "D1", "n_out")
+    __slots__ = ("key", "layers", "hyper", "consts", "Zbuf", "Ybuf", "D0", "D1", "n_out", "group_params",
+                 "group_params_len", "activations")
 
     def __init__(self, key, layers, hyper, Zbuf, Ybuf, D0, D1, n_out):
         self.key, self.layers, self.hyper = key, layers, hyper
+        self.consts = _consts(Ybuf.dtype, *_GELU_CONSTS)
         self.Zbuf, self.Ybuf, self.D0, self.D1, self.n_out = Zbuf, Ybuf, D0, D1, n_out
+        self.group_params = None  # the param-group list last checked to cover exactly the model
+        self.group_params_len = 0
 
 
 def _build_plan(model, N: int, key) -> _Plan | None:
@@ -208,7 +212,7 @@ def _build_plan(model, N: int, key) -> _Plan | None:
     arena = getattr(model, "_arena", None)
     if not isinstance(layers, list) or arena is None:
         return None
-    rows, hyper, i = [], [], 0
+    rows, hyper, activations, i = [], [], [], 0
     while i < len(layers):
         lin = layers[i]
         if not _is_linear(lin):
@@ -218,6 +222,7 @@ def _build_plan(model, N: int, key) -> _Plan | None:
             act = _activation_code(layers[i + 1])
             if act is None:
                 return None
+            activations.append((len(rows), layers[i + 1]))
             i += 1
         i += 1
         w, b = lin.weight, lin.bias
@@ -237,9 +242,11 @@ def _build_plan(model, N: int, key) -> _Plan | None:
         r.append(y_total)
         y_total += N * r[3]
     width = max(r[3] for r in rows)
-    return _Plan(key, np.array(rows, dtype=np.int64), np.array(hyper, dtype=dtype).reshape(-1, 2),
+    plan = _Plan(key, np.array(rows, dtype=np.int64), np.array(hyper, dtype=dtype).reshape(-1, 2),
                  np.empty(z_total, dtype), np.empty(y_total, dtype), np.empty(N * width, dtype),
                  np.empty(N * width, dtype), rows[-1][3])
+    plan.activations = activations
+    return plan
 
 
 class NumbaBackend(NumpyBackend):
@@ -826,9 +833,14 @@ class NumbaBackend(NumpyBackend):
         if not groups or len(groups) != 1:
             return None
         group = groups[0]
-        params = model.parameters()
-        if len(group["params"]) != len(params) or {id(p) for p in group["params"]} != {id(p) for p in params}:
-            return None
+        gp = group["params"]
+        if plan.group_params is not gp or plan.group_params_len != len(gp):
+            params = model.parameters()
+            if len(gp) != len(params) or {id(p) for p in gp} != {id(p) for p in params}:
+                return None
+            plan.group_params, plan.group_params_len = gp, len(gp)
+        for row, layer in plan.activations:  # hyper-parameters are read at every step, like the layers do
+            _, plan.hyper[row, 0], plan.hyper[row, 1] = _activation_code(layer)
         N, dtype = X.shape[0], X.dtype
         # the loss's own checks (label range, target shape, finiteness) on an output-shaped stand-in
         _, target = loss._prepare(np.empty((N, plan.n_out), dtype), target, self)
@@ -851,8 +863,7 @@ class NumbaBackend(NumpyBackend):
                 group["mu_product"] = saved_mu
             return None
         opt, (s1, s2, s3), c = fused
-        total = K.train_step(X, labels, T, code, ls, r, plan.layers, plan.hyper,
-                             _consts(dtype, *_GELU_CONSTS), arena.data, arena.grad, plan.Zbuf, plan.Ybuf,
+        total = K.train_step(X, labels, T, code, ls, r, plan.layers, plan.hyper, plan.consts, arena.data, arena.grad, plan.Zbuf, plan.Ybuf,
                              plan.D0, plan.D1, opt, s1, s2, s3, c)
         value = total / count if loss.reduction == "mean" else total
         if not math.isfinite(value):
