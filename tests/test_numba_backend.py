@@ -358,6 +358,35 @@ def test_dead_units_leave_no_denormals_in_the_state(op, dtype):
             assert_matches(a, e, dtype, "step", None, f"{op} state")
 
 
+# ---------------------------------------------------------------------------- float32 approximations
+def test_float32_exp_and_tanh_approximations_over_the_whole_range():
+    """The vectorisable float32 exp/tanh/expm1 behind the float32 kernels, checked against
+    float64 NumPy far beyond the random inputs of the generic suite: every magnitude from 1e-8
+    to 100, saturation, and the special values."""
+    mag = np.geomspace(1e-8, 100, 200_001)
+    x = np.concatenate([-mag[::-1], [0.0], mag]).astype(np.float32)
+    x64 = x.astype(np.float64)
+    cases = [
+        ("tanh", (), np.tanh(x64), 1e-7, 3e-7),
+        ("sigmoid", (), 1 / (1 + np.exp(-x64)), 1e-7, 3e-7),
+        ("elu", (), np.where(x64 > 0, x64, np.expm1(np.minimum(x64, 0))), 1e-7, 3e-7),
+        ("mish", (), x64 * np.tanh(np.logaddexp(0, x64)), 1e-7, 5e-7),
+        ("gelu", ("tanh",), 0.5 * x64 * (1 + np.tanh(np.sqrt(2 / np.pi) * (x64 + 0.044715 * x64**3))), 1e-6, 1e-6),
+    ]
+    for name, hyper, expected, atol, rtol in cases:
+        with np.errstate(over="ignore"):
+            got = getattr(NB, f"{name}_forward")(x, *hyper).astype(np.float64)
+        err = np.abs(got - expected)
+        bad = err > atol + rtol * np.abs(expected)
+        assert not bad.any(), f"{name}: {bad.sum()} values off, worst at x={x[np.argmax(err)]}: {err.max():.3g}"
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0], np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):
+        np.testing.assert_array_equal(NB.tanh_forward(special), [np.nan, 1, -1, 0, -0.0])
+        np.testing.assert_array_equal(NB.sigmoid_forward(special), [np.nan, 1, 0, 0.5, 0.5])
+        np.testing.assert_array_equal(NB.elu_forward(special), [np.nan, np.inf, -1, 0, 0])
+        assert np.isnan(NB.mish_forward(special[:1])[0]) and np.isnan(NB.gelu_forward(special[:1], "tanh")[0])
+
+
 # ---------------------------------------------------------------------------- per-op fallbacks and checks
 def test_non_contiguous_parameters_update_in_place_through_the_reference():
     rng = np.random.default_rng(0)

@@ -89,17 +89,106 @@ LOSS_MSE = 1
 
 
 # ============================================================================ scalar helpers
+# float32 exp and tanh that vectorise. numba's wheels have no SVML: np.exp / np.tanh on a
+# scalar are libm calls, one element at a time, several times slower than NumPy's SIMD loops.
+# These use only multiply, add, divide, compare and a table load (a gather), so LLVM
+# vectorises the loops that call them. The kernels use them for float32 (``fast`` below:
+# ``Z.itemsize == 4``) and keep libm for float64, where the tolerance is 1e-12.
+
+# exp (Cephes expf): n = round(x log2 e), r = x - n ln 2 (ln 2 split in two for exactness),
+# e^r by its degree-7 minimax polynomial on [-ln2/2, ln2/2], e^x = 2^n e^r with 2^n from a
+# table. x is clamped to [-87.34, 88.03] (2^n stays normal), e^x is 0 below that range (a
+# denormal, flushed) and e^88.03 = 1.6e38 above it (not inf); NaN is passed through.
+# Max relative error 8e-8 (measured against float64 exp on 2M points).
+_LOG2E = np.float32(1.44269504088896341)
+_LN2_HI = np.float32(0.693359375)
+_LN2_LO = np.float32(-2.12194440e-4)
+_EXP_P = (np.float32(1.9875691500e-4), np.float32(1.3981999507e-3), np.float32(8.3334519073e-3),
+          np.float32(4.1665795894e-2), np.float32(1.6666665459e-1), np.float32(5.0000001201e-1))
+_EXP_LO = np.float32(-87.33654)
+_EXP_HI = np.float32(88.02969)
+_POW2 = np.array([2.0**k for k in range(-126, 128)], dtype=np.float32)  # 2^n at n + 126
+
+
 @kernel
-def _sigmoid(z):
+def _expf(x):
+    xc = _EXP_LO if not x >= _EXP_LO else (_EXP_HI if x > _EXP_HI else x)
+    n = np.floor(xc * _LOG2E + _HALF)
+    r = xc - n * _LN2_HI - n * _LN2_LO
+    p0, p1, p2, p3, p4, p5 = _EXP_P
+    e = (((((p0 * r + p1) * r + p2) * r + p3) * r + p4) * r + p5) * r * r + r + _1
+    y = e * _POW2[np.int32(n) + 126]
+    y = y if x >= _EXP_LO else _0 * y  # below: 0 (the true value is a denormal)
+    return y if x == x else x
+
+
+# tanh: below |x| = 0.5, Eigen's rational approximation (generic_fast_tanh_float)
+# tanh x = x p(x^2) / q(x^2), p of degree 6 and q of degree 3 (x itself below 4e-4);
+# above, tanh|x| = 1 - 2 / (e^{2|x|} + 1) through _expf, which keeps 1 - tanh^2 (the
+# derivative) accurate near saturation. Max error 8.3e-8 absolute, 2.5e-7 relative (float32's
+# own tanh: 6e-8, 1.1e-7); 3e-8 absolute beyond |x| = 3.
+_TANH_SPLIT = np.float32(0.5)
+_TANH_SMALL = np.float32(4e-4)
+_TANH_P = (np.float32(-2.76076847742355e-16), np.float32(2.00018790482477e-13),
+           np.float32(-8.60467152213735e-11), np.float32(5.12229709037114e-08),
+           np.float32(1.48572235717979e-05), np.float32(6.37261928875436e-04),
+           np.float32(4.89352455891786e-03))
+_TANH_Q = (np.float32(1.19825839466702e-06), np.float32(1.18534705686654e-04),
+           np.float32(2.26843463243900e-03), np.float32(4.89352518554385e-03))
+
+
+@kernel
+def _tanhf(x):
+    a = abs(x)
+    x2 = x * x
+    a13, a11, a9, a7, a5, a3, a1 = _TANH_P
+    b6, b4, b2, b0 = _TANH_Q
+    p = x * ((((((a13 * x2 + a11) * x2 + a9) * x2 + a7) * x2 + a5) * x2 + a3) * x2 + a1)
+    q = ((b6 * x2 + b4) * x2 + b2) * x2 + b0
+    small = x if a < _TANH_SMALL else p / q
+    big = _1 - _2 / (_expf(_2 * a) + _1)
+    return small if a < _TANH_SPLIT else (big if x > _0 else -big)  # NaN: -NaN
+
+
+# expm1: e^x - 1, by its Taylor series to x^7 where |x| < 0.35 (no cancellation), else e^x - 1
+_EXPM1_BOUND = np.float32(0.35)
+_INV_FACT = (np.float32(1 / 5040), np.float32(1 / 720), np.float32(1 / 120), np.float32(1 / 24),
+             np.float32(1 / 6))
+
+
+@kernel
+def _expm1f(x):
+    c7, c6, c5, c4, c3 = _INV_FACT
+    series = x * (_1 + x * (_HALF + x * (c3 + x * (c4 + x * (c5 + x * (c6 + x * c7))))))
+    return series if abs(x) < _EXPM1_BOUND else _expf(x) - _1
+
+
+@kernel
+def _exp(x, fast):
+    return _expf(x) if fast else np.exp(x)
+
+
+@kernel
+def _tanh(x, fast):
+    return _tanhf(x) if fast else np.tanh(x)
+
+
+@kernel
+def _expm1(x, fast):
+    return _expm1f(x) if fast else np.expm1(x)
+
+
+@kernel
+def _sigmoid(z, fast):
     # sigma(z) = 1 / (1 + e^-z) for z >= 0, e^z / (1 + e^z) for z < 0 (no overflow)
-    e = np.exp(-abs(z))
+    e = _exp(-abs(z), fast)
     return _1 / (_1 + e) if z >= _0 else e / (_1 + e)
 
 
 @kernel
-def _log1pexp(z):
+def _log1pexp(z, fast):
     # log(1 + e^z) = max(z, 0) + log1p(e^-|z|)
-    return max(z, _0) + np.log1p(np.exp(-abs(z)))
+    return max(z, _0) + np.log1p(_exp(-abs(z), fast))
 
 
 @kernel
@@ -144,8 +233,9 @@ def relu_backward(dY, Z, Y, dZ):
 # y = 1 / (1 + e^-z)
 @kernel
 def sigmoid_forward(Z, Y):
+    fast = Z.itemsize == 4
     for i in range(Z.size):
-        Y[i] = _sigmoid(Z[i])
+        Y[i] = _sigmoid(Z[i], fast)
 
 
 # dz = dy y (1 - y)
@@ -159,8 +249,9 @@ def sigmoid_backward(dY, Z, Y, dZ):
 # y = tanh z
 @kernel
 def tanh_forward(Z, Y):
+    fast = Z.itemsize == 4
     for i in range(Z.size):
-        Y[i] = np.tanh(Z[i])
+        Y[i] = _tanh(Z[i], fast)
 
 
 # dz = dy (1 - y^2)
@@ -190,18 +281,20 @@ def leaky_relu_backward(dY, Z, Y, dZ, slope):
 # y = scale (z if z > 0 else alpha (e^z - 1))      (elu: scale = 1)
 @kernel
 def elu_forward(Z, Y, alpha, scale):
+    fast = Z.itemsize == 4
     for i in range(Z.size):
         z = Z[i]
-        Y[i] = scale * (z if z > _0 else alpha * np.expm1(z))
+        Y[i] = scale * (z if z > _0 else alpha * _expm1(z, fast))
 
 
 # dz = scale dy (1 if z > 0 else alpha e^z)
 @kernel
 def elu_backward(dY, Z, Y, dZ, alpha, scale):
+    fast = dY.itemsize == 4
     for i in range(dY.size):
         z = Z[i]
         d = dY[i]
-        dZ[i] = scale * (d if z > _0 else d * alpha * np.exp(z))
+        dZ[i] = scale * (d if z > _0 else d * alpha * _exp(min(z, _0), fast))
 
 
 # selu(z) = SCALE elu(z, ALPHA)  (the constants are passed in, cast to the dtype)
@@ -245,15 +338,17 @@ def prelu_backward(dY, Z, alpha, dZ, dalpha, need_param):
 # y = (1/beta) log(1 + e^{beta z}), y = z where beta z > threshold
 @kernel
 def softplus_forward(Z, Y, beta, threshold):
+    fast = Z.itemsize == 4
     for i in range(Z.size):
         z = Z[i]
         bz = beta * z
-        Y[i] = z if bz > threshold else _log1pexp(bz) / beta
+        Y[i] = z if bz > threshold else _log1pexp(bz, fast) / beta
 
 
 # dz = dy sigma(beta z);  dbeta = sum dy (z sigma(beta z) - y) / beta  (0 where linear)
 @kernel
 def softplus_backward(dY, Z, Y, dZ, beta, threshold, need_param):
+    fast = dY.itemsize == 4
     acc = np.float64(0.0)
     for i in range(dY.size):
         z = Z[i]
@@ -262,12 +357,12 @@ def softplus_backward(dY, Z, Y, dZ, beta, threshold, need_param):
         if bz > threshold:
             dZ[i] = d
         else:
-            s = _sigmoid(bz)
+            s = _sigmoid(bz, fast)
             dZ[i] = d * s
             if need_param:
                 # summed with cancellation: each term in float64 (Y as given, like the reference)
                 z64 = np.float64(z)
-                s64 = _sigmoid(np.float64(beta) * z64)
+                s64 = _sigmoid(np.float64(beta) * z64, False)
                 acc += np.float64(d) * (z64 * s64 - np.float64(Y[i])) / np.float64(beta)
     return acc
 
@@ -291,58 +386,78 @@ def softsign_backward(dY, Z, Y, dZ):
 # y = log sigma(z) = -log(1 + e^-z)
 @kernel
 def log_sigmoid_forward(Z, Y):
+    fast = Z.itemsize == 4
     for i in range(Z.size):
-        Y[i] = -_log1pexp(-Z[i])
+        Y[i] = -_log1pexp(-Z[i], fast)
 
 
 # dz = dy sigma(-z)
 @kernel
 def log_sigmoid_backward(dY, Z, Y, dZ):
+    fast = dY.itemsize == 4
     for i in range(dY.size):
-        dZ[i] = dY[i] * _sigmoid(-Z[i])
+        dZ[i] = dY[i] * _sigmoid(-Z[i], fast)
 
 
 # y = z sigma(beta z)
 @kernel
 def silu_forward(Z, Y, beta):
+    fast = Z.itemsize == 4
     for i in range(Z.size):
         z = Z[i]
-        Y[i] = z * _sigmoid(beta * z)
+        Y[i] = z * _sigmoid(beta * z, fast)
 
 
 # s = sigma(beta z): dz = dy (s + beta z s (1 - s));  dbeta = sum dy z^2 s (1 - s)
 @kernel
 def silu_backward(dY, Z, Y, dZ, beta, need_param):
+    fast = dY.itemsize == 4
     acc = np.float64(0.0)
     for i in range(dY.size):
         z = Z[i]
         d = dY[i]
-        s = _sigmoid(beta * z)
+        s = _sigmoid(beta * z, fast)
         ds = s * (_1 - s)
         dZ[i] = d * (s + beta * z * ds)
         if need_param:
             # the parameter gradient sums N terms with cancellation: each term in float64
             z64 = np.float64(z)
-            s64 = _sigmoid(np.float64(beta) * z64)
+            s64 = _sigmoid(np.float64(beta) * z64, False)
             acc += np.float64(d) * z64 * z64 * s64 * (1.0 - s64)
     return acc
 
 
-# y = z tanh(softplus(z))
+# y = z tanh(softplus(z)) = z n / (n + 2) with n = e^z (e^z + 2), since
+# tanh(log(1 + e^z)) = ((1 + e^z)^2 - 1) / ((1 + e^z)^2 + 1): one exp, no tanh, no log.
+# y = z where z > 20 (tanh(softplus(20)) = 1 - 8e-18).
+_MISH_LINEAR = np.float32(20.0)
+
+
+@kernel
+def _mish_t(z, fast):
+    e = _exp(min(z, _MISH_LINEAR), fast)
+    n = e * (e + _2)
+    return n / (n + _2), e
+
+
 @kernel
 def mish_forward(Z, Y):
+    fast = Z.itemsize == 4
     for i in range(Z.size):
         z = Z[i]
-        Y[i] = z * np.tanh(_log1pexp(z))
+        t, _ = _mish_t(z, fast)
+        Y[i] = z * t
 
 
-# t = tanh(softplus(z)): dz = dy (t + z sigma(z) (1 - t^2))
+# t = tanh(softplus(z)), sigma(z) = e^z / (1 + e^z): dz = dy (t + z sigma(z) (1 - t^2))
 @kernel
 def mish_backward(dY, Z, Y, dZ):
+    fast = dY.itemsize == 4
     for i in range(dY.size):
         z = Z[i]
-        t = np.tanh(_log1pexp(z))
-        dZ[i] = dY[i] * (t + z * _sigmoid(z) * (_1 - t * t))
+        t, e = _mish_t(z, fast)
+        s = e / (_1 + e)
+        dZ[i] = dY[i] * (t + z * s * (_1 - t * t))
 
 
 # exact:  y = z/2 (1 + erf(z / sqrt 2))
@@ -352,10 +467,11 @@ def mish_backward(dY, Z, Y, dZ):
 def gelu_forward(Z, Y, approximate_tanh, consts):
     inv_sqrt2, k, c = consts[0], consts[2], consts[3]
     one = Z.dtype.type(1.0)  # math.erf returns a Python float without the JIT: keep the dtype
+    fast = Z.itemsize == 4
     if approximate_tanh:
         for i in range(Z.size):
             z = Z[i]
-            Y[i] = _HALF * z * (_1 + np.tanh(k * (z + c * z * z * z)))
+            Y[i] = _HALF * z * (_1 + _tanh(k * (z + c * z * z * z), fast))
     else:
         for i in range(Z.size):
             z = Z[i]
@@ -368,16 +484,17 @@ def gelu_forward(Z, Y, approximate_tanh, consts):
 def gelu_backward(dY, Z, Y, dZ, approximate_tanh, consts):
     inv_sqrt2, inv_sqrt2pi, k, c = consts[0], consts[1], consts[2], consts[3]
     one = dY.dtype.type(1.0)
+    fast = dY.itemsize == 4
     if approximate_tanh:
         for i in range(dY.size):
             z = Z[i]
-            t = np.tanh(k * (z + c * z * z * z))
+            t = _tanh(k * (z + c * z * z * z), fast)
             dZ[i] = dY[i] * (_HALF * (_1 + t) + _HALF * z * (_1 - t * t) * k * (_1 + _3 * c * z * z))
     else:
         for i in range(dY.size):
             z = Z[i]
             cdf = _HALF * (one + math.erf(z * inv_sqrt2))
-            pdf = np.exp(-_HALF * z * z) * inv_sqrt2pi
+            pdf = _exp(-_HALF * z * z, fast) * inv_sqrt2pi
             dZ[i] = dY[i] * (cdf + z * pdf)
 
 
@@ -547,6 +664,7 @@ def _activation_backward(code, dY, Z, Y, dZ, h0, h1, consts):
 def _bias_activation(Y, b, act):
     N, M = Y.shape
     has_bias = b.size > 0
+    fast = Y.itemsize == 4
     for n in range(N):
         if has_bias:
             for j in range(M):
@@ -557,10 +675,10 @@ def _bias_activation(Y, b, act):
                 Y[n, j] = y if y > _0 else _0 * y
         elif act == ACT_SIGMOID:
             for j in range(M):
-                Y[n, j] = _sigmoid(Y[n, j])
+                Y[n, j] = _sigmoid(Y[n, j], fast)
         elif act == ACT_TANH:
             for j in range(M):
-                Y[n, j] = np.tanh(Y[n, j])
+                Y[n, j] = _tanh(Y[n, j], fast)
 
 
 # One pass over dY (N, M): dz = dy act'(y) written to dZ (may alias dY), and
@@ -730,6 +848,7 @@ def huber_loss(O, T, delta, r, need_grad, L, G):
 @kernel
 def bce_with_logits_loss(Z, T, r, need_grad, L, G):
     keep = L.size > 0
+    fast = Z.itemsize == 4
     total = np.float64(0.0)
     for i in range(Z.size):
         z = Z[i]
@@ -739,7 +858,7 @@ def bce_with_logits_loss(Z, T, r, need_grad, L, G):
         if keep:
             L[i] = v
         if need_grad:
-            G[i] = (_sigmoid(z) - t) * r
+            G[i] = (_sigmoid(z, fast) - t) * r
     return total
 
 
