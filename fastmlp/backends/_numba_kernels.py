@@ -47,6 +47,8 @@ import numpy as np
 FLAGS = dict(cache=True, nogil=True, error_model="numpy")
 
 kernel = numba.njit(**FLAGS)
+# scalar helpers are inlined at numba's IR level: a call left in a loop stops LLVM vectorising it
+helper = numba.njit(inline="always", **FLAGS)
 
 # Literals exact in float32 and float64: float32 scalars keep float32 arithmetic in float32
 # and promote to float64 against float64 operands.
@@ -110,7 +112,7 @@ _EXP_HI = np.float32(88.02969)
 _POW2 = np.array([2.0**k for k in range(-126, 128)], dtype=np.float32)  # 2^n at n + 126
 
 
-@kernel
+@helper
 def _expf(x):
     xc = _EXP_LO if not x >= _EXP_LO else (_EXP_HI if x > _EXP_HI else x)
     n = np.floor(xc * _LOG2E + _HALF)
@@ -137,7 +139,7 @@ _TANH_Q = (np.float32(1.19825839466702e-06), np.float32(1.18534705686654e-04),
            np.float32(2.26843463243900e-03), np.float32(4.89352518554385e-03))
 
 
-@kernel
+@helper
 def _tanhf(x):
     a = abs(x)
     x2 = x * x
@@ -156,42 +158,43 @@ _INV_FACT = (np.float32(1 / 5040), np.float32(1 / 720), np.float32(1 / 120), np.
              np.float32(1 / 6))
 
 
-@kernel
+@helper
 def _expm1f(x):
     c7, c6, c5, c4, c3 = _INV_FACT
     series = x * (_1 + x * (_HALF + x * (c3 + x * (c4 + x * (c5 + x * (c6 + x * c7))))))
-    return series if abs(x) < _EXPM1_BOUND else _expf(x) - _1
+    direct = _expf(x) - _1
+    return series if abs(x) < _EXPM1_BOUND else direct
 
 
-@kernel
+@helper
 def _exp(x, fast):
     return _expf(x) if fast else np.exp(x)
 
 
-@kernel
+@helper
 def _tanh(x, fast):
     return _tanhf(x) if fast else np.tanh(x)
 
 
-@kernel
+@helper
 def _expm1(x, fast):
     return _expm1f(x) if fast else np.expm1(x)
 
 
-@kernel
+@helper
 def _sigmoid(z, fast):
     # sigma(z) = 1 / (1 + e^-z) for z >= 0, e^z / (1 + e^z) for z < 0 (no overflow)
     e = _exp(-abs(z), fast)
     return _1 / (_1 + e) if z >= _0 else e / (_1 + e)
 
 
-@kernel
+@helper
 def _log1pexp(z, fast):
     # log(1 + e^z) = max(z, 0) + log1p(e^-|z|)
     return max(z, _0) + np.log1p(_exp(-abs(z), fast))
 
 
-@kernel
+@helper
 def _ftz(x, tiny):
     # flush a decaying state to zero below the smallest normal number
     return x if abs(x) >= tiny else _0 * x
@@ -284,7 +287,8 @@ def elu_forward(Z, Y, alpha, scale):
     fast = Z.itemsize == 4
     for i in range(Z.size):
         z = Z[i]
-        Y[i] = scale * (z if z > _0 else alpha * _expm1(z, fast))
+        em = _expm1(min(z, _0), fast)
+        Y[i] = scale * (z if z > _0 else alpha * em)
 
 
 # dz = scale dy (1 if z > 0 else alpha e^z)
@@ -294,7 +298,8 @@ def elu_backward(dY, Z, Y, dZ, alpha, scale):
     for i in range(dY.size):
         z = Z[i]
         d = dY[i]
-        dZ[i] = scale * (d if z > _0 else d * alpha * _exp(min(z, _0), fast))
+        e = _exp(min(z, _0), fast)
+        dZ[i] = scale * (d if z > _0 else d * alpha * e)
 
 
 # selu(z) = SCALE elu(z, ALPHA)  (the constants are passed in, cast to the dtype)
@@ -433,7 +438,7 @@ def silu_backward(dY, Z, Y, dZ, beta, need_param):
 _MISH_LINEAR = np.float32(20.0)
 
 
-@kernel
+@helper
 def _mish_t(z, fast):
     e = _exp(min(z, _MISH_LINEAR), fast)
     n = e * (e + _2)
