@@ -534,6 +534,9 @@ def test_fit_with_fastmlp_backend_numba():
 @pytest.mark.skipif(importlib.util.find_spec("fastmlp.__main__") is None, reason="no CLI on this branch yet")
 def test_cli_train_with_fastmlp_backend_numba():
     env = {**os.environ, "FASTMLP_BACKEND": "numba"}
-    out = subprocess.run([sys.executable, "-m", "fastmlp", "train", "--dataset", "xor", "--hidden", "16",
-                          "--epochs", "2", "--quiet"], capture_output=True, text=True, env=env, check=False)
+    out = subprocess.run([sys.executable, "-m", "fastmlp", "train", "--dataset", "mnist", "--subset", "3000",
+                          "--val-size", "500", "--hidden", "32", "--epochs", "2", "--lr", "0.01", "--quiet"],
+                         capture_output=True, text=True, env=env, check=False)
     assert out.returncode == 0, out.stderr
+    accuracy = float(out.stdout.split("Test accuracy:")[1].split("%")[0])
+    assert accuracy > 80, out.stdout
