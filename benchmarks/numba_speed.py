@@ -173,10 +173,15 @@ def activations(dtype, repeat, n=10_000_000):
     gbs_stream = stream(n, dtype, repeat)
     print(f"\n== activation forward + backward on {n / 1e6:.0f}M elements, {dtype}: GB/s of counted traffic "
           f"(stream {gbs_stream:.1f} GB/s)")
-    print(f"{'activation':<18}{'numpy ms':>10}{'numba ms':>10}{'vs ref':>8}{'numba GB/s':>12}{'of stream':>11}")
+    print("(the op allocates its outputs: first-touch page faults of two fresh 10M arrays are in the op's "
+          "time; 'kernel' times the two kernels alone on preallocated outputs)")
+    print(f"{'activation':<18}{'numpy ms':>10}{'numba ms':>10}{'vs ref':>8}{'numba GB/s':>12}{'of stream':>11}"
+          f"{'kernel GB/s':>13}{'of stream':>11}")
+    K = importlib.import_module("fastmlp.backends._numba_kernels")
     rng = np.random.default_rng(0)
     Z = (rng.standard_normal(n) * 2).astype(dtype)
     dY = rng.standard_normal(n).astype(dtype)
+    Yk, dZk = np.empty_like(Z), np.empty_like(Z)
     for name, hyper in ACTIVATIONS:
         res = {}
         for be in (ref, nb):
@@ -185,11 +190,25 @@ def activations(dtype, repeat, n=10_000_000):
                 getattr(be, f"{name}_backward")(dY, Z, Y, *hyper)
 
             res[be.name] = median_time(call, repeat, warmup=1)
+        kernel_time = None
+        if name in ("relu", "leaky_relu", "sigmoid", "tanh", "softsign"):
+            fwd, bwd = getattr(K, f"{name}_forward"), getattr(K, f"{name}_backward")
+            extra = (np.dtype(dtype).type(0.01),) if name == "leaky_relu" else ()
+
+            def kernels(fwd=fwd, bwd=bwd, extra=extra):
+                fwd(Z, Yk, *extra)
+                bwd(dY, Z, Yk, dZk, *extra)
+
+            kernel_time = median_time(kernels, repeat, warmup=1)
         traffic = (2 + 3) * n * np.dtype(dtype).itemsize  # fwd: Z r, Y w; bwd: dY r, Z or Y r, dZ w
         gb = traffic / res["numba"] / 1e9
         label = name + (f"({hyper[0]})" if hyper else "")
-        print(f"{label:<18}{res['numpy'] * 1e3:>10.1f}{res['numba'] * 1e3:>10.1f}{res['numpy'] / res['numba']:>7.2f}x"
-              f"{gb:>12.1f}{gb / gbs_stream:>10.2f}x")
+        line = (f"{label:<18}{res['numpy'] * 1e3:>10.1f}{res['numba'] * 1e3:>10.1f}{res['numpy'] / res['numba']:>7.2f}x"
+                f"{gb:>12.1f}{gb / gbs_stream:>10.2f}x")
+        if kernel_time is not None:
+            gk = traffic / kernel_time / 1e9
+            line += f"{gk:>13.1f}{gk / gbs_stream:>10.2f}x"
+        print(line)
 
 
 def main():
