@@ -119,21 +119,41 @@ OPTIMIZERS = [("sgd_step", 1, dict(momentum=0.9)), ("momentum_step", 1, {}), ("a
               ("adadelta_step", 2, {})]
 
 
-def stream(n, dtype, repeat):
+def stream_call(n, dtype):
+    """(call, bytes): a numba triad over three fresh n-arrays, the memory-stream roofline.
+    The momentum kernel with beta = 0 and no decay is one: m = g, p = p - scale m."""
     K = importlib.import_module("fastmlp.backends._numba_kernels")
     a, b, c = (np.ones(n, dtype) for _ in range(3))
-    s = np.ones(2, dtype)
-    # the numba momentum kernel with beta=0 and no decay is a triad: m = g, p = p - scale m
-    t = median_time(lambda: K.momentum_step(a, b, c, np.array([0, 0, 1, 0, s[0], 0], dtype)), repeat)
-    return 5 * n * np.dtype(dtype).itemsize / t / 1e9
+    coef = np.array([0, 0, 1, 0, 1e-3, 0], dtype)
+    return (lambda: K.momentum_step(a, b, c, coef)), 5 * n * np.dtype(dtype).itemsize
+
+
+def stream(n, dtype, repeat):
+    call, nbytes = stream_call(n, dtype)
+    return nbytes / median_time(call, repeat) / 1e9
+
+
+def paired(fn, ref_fn, repeat):
+    """Median times of ``fn`` and ``ref_fn`` called alternately, so both see the same machine
+    (the memory bandwidth of a shared machine changes from second to second)."""
+    fn(), ref_fn()
+    a, b = [], []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        t1 = time.perf_counter()
+        ref_fn()
+        a.append(t1 - t0)
+        b.append(time.perf_counter() - t1)
+    return statistics.median(a), statistics.median(b)
 
 
 def optimizer_steps(dtype, repeat, n=10_000_000):
     ref, nb = get_backend("numpy"), get_backend("numba")
-    gbs_stream = stream(n, dtype, repeat)
-    print(f"\n== optimizer step on {n / 1e6:.0f}M parameters, {dtype}: GB/s of counted traffic "
-          f"(memory stream through numba: {gbs_stream:.1f} GB/s)")
-    print(f"{'op':<22}{'numpy GB/s':>12}{'numba GB/s':>12}{'vs ref':>8}{'of stream':>11}")
+    stream_fn, stream_bytes = stream_call(n, dtype)
+    print(f"\n== optimizer step on {n / 1e6:.0f}M parameters, {dtype}: GB/s of counted traffic; 'of stream': "
+          "against a numba triad timed alternately with the numba step")
+    print(f"{'op':<22}{'numpy GB/s':>12}{'numba GB/s':>12}{'vs ref':>8}{'stream GB/s':>13}{'of stream':>11}")
     rng = np.random.default_rng(0)
     g = rng.standard_normal(n).astype(dtype)
     for label, n_state, hyper in OPTIMIZERS:
@@ -155,11 +175,15 @@ def optimizer_steps(dtype, repeat, n=10_000_000):
                 step[0] += 1
                 getattr(be, op)(p, g, *st, lr=1e-3, step=step[0], **extra, **hyper)
 
-            res[be.name] = median_time(call, repeat)
+            if be is nb:
+                res["numba"], t_stream = paired(call, stream_fn, repeat)
+            else:
+                res["numpy"] = median_time(call, repeat)
         traffic = (3 + 2 * n_state) * n * np.dtype(dtype).itemsize  # p r+w, g r, state r+w
         gb = {k: traffic / v / 1e9 for k, v in res.items()}
+        gbs_stream = stream_bytes / t_stream / 1e9
         print(f"{label:<22}{gb['numpy']:>12.1f}{gb['numba']:>12.1f}{res['numpy'] / res['numba']:>7.2f}x"
-              f"{gb['numba'] / gbs_stream:>10.2f}x")
+              f"{gbs_stream:>13.1f}{gb['numba'] / gbs_stream:>10.2f}x")
 
 
 ACTIVATIONS = [("relu", ()), ("leaky_relu", ()), ("elu", ()), ("selu", ()), ("sigmoid", ()), ("tanh", ()),
@@ -171,10 +195,11 @@ _READS_Y_ONLY = {"relu", "sigmoid", "tanh"}
 def activations(dtype, repeat, n=10_000_000):
     ref, nb = get_backend("numpy"), get_backend("numba")
     gbs_stream = stream(n, dtype, repeat)
+    stream_fn, stream_bytes = stream_call(n, dtype)
     print(f"\n== activation forward + backward on {n / 1e6:.0f}M elements, {dtype}: GB/s of counted traffic "
           f"(stream {gbs_stream:.1f} GB/s)")
     print("(the op allocates its outputs: first-touch page faults of two fresh 10M arrays are in the op's "
-          "time; 'kernel' times the two kernels alone on preallocated outputs)")
+          "time; 'kernel' times the two kernels alone on preallocated outputs, alternately with the stream)")
     print(f"{'activation':<18}{'numpy ms':>10}{'numba ms':>10}{'vs ref':>8}{'numba GB/s':>12}{'of stream':>11}"
           f"{'kernel GB/s':>13}{'of stream':>11}")
     K = importlib.import_module("fastmlp.backends._numba_kernels")
@@ -199,7 +224,7 @@ def activations(dtype, repeat, n=10_000_000):
                 fwd(Z, Yk, *extra)
                 bwd(dY, Z, Yk, dZk, *extra)
 
-            kernel_time = median_time(kernels, repeat, warmup=1)
+            kernel_time, t_stream = paired(kernels, stream_fn, repeat)
         traffic = (2 + 3) * n * np.dtype(dtype).itemsize  # fwd: Z r, Y w; bwd: dY r, Z or Y r, dZ w
         gb = traffic / res["numba"] / 1e9
         label = name + (f"({hyper[0]})" if hyper else "")
@@ -207,7 +232,7 @@ def activations(dtype, repeat, n=10_000_000):
                 f"{gb:>12.1f}{gb / gbs_stream:>10.2f}x")
         if kernel_time is not None:
             gk = traffic / kernel_time / 1e9
-            line += f"{gk:>13.1f}{gk / gbs_stream:>10.2f}x"
+            line += f"{gk:>13.1f}{gk / (stream_bytes / t_stream / 1e9):>10.2f}x"
         print(line)
 
 
