@@ -38,6 +38,9 @@ MODELS = {"A 784-128-10 b64": ((784, 128, 10), 64), "B 784-256-256-10 b128": ((7
           "C 784-1024-1024-10 b512": ((784, 1024, 1024, 10), 512)}
 
 
+STAT = statistics.median  # --stat min: the least disturbed call, on a busy shared machine
+
+
 def median_time(fn, repeat: int, warmup: int = 2) -> float:
     for _ in range(warmup):
         fn()
@@ -46,7 +49,7 @@ def median_time(fn, repeat: int, warmup: int = 2) -> float:
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return STAT(times)
 
 
 def batch(widths, n, dtype, seed=0):
@@ -99,7 +102,7 @@ def torch_step(widths, n, dtype):
 
 
 def train_steps(dtype, repeat):
-    print(f"\n== training step (forward + cross-entropy + backward + Adam), {dtype}, median of {repeat}")
+    print(f"\n== training step (forward + cross-entropy + backward + Adam), {dtype}, {STAT.__name__} of {repeat}")
     print(f"{'model':<26}{'numpy ref':>12}{'inplace np':>12}{'torch fused':>12}{'numba':>12}"
           f"{'vs inplace':>11}{'vs torch':>10}{'vs ref':>8}")
     for name, (widths, n) in MODELS.items():
@@ -241,7 +244,11 @@ def main():
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--only", choices=["train", "optim", "act"], default=None)
+    parser.add_argument("--stat", choices=["median", "min"], default="median",
+                        help="statistic of the repeated calls (min: the least disturbed one)")
     args = parser.parse_args()
+    global STAT
+    STAT = min if args.stat == "min" else statistics.median
     print(get_backend("numba").describe())
     if args.only in (None, "train"):
         train_steps(args.dtype, args.repeat)
