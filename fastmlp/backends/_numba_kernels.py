@@ -1,0 +1,1137 @@
+"""numba kernels of the ``numba`` backend: every op of fastmlp as an ``@njit`` loop.
+
+What
+    One kernel per op, named exactly like the op (``relu_forward``, ``dense_backward``,
+    ``adam_step``, ``train_step`` ...), so ``grep -rn adam_step`` finds the NumPy reference,
+    this kernel, the C++ function and the CUDA kernel. Kernels take contiguous arrays and
+    write their outputs into arrays the caller allocated; the Python wrappers in
+    ``numba_backend.py`` validate, allocate and fall back to the reference for what a kernel
+    does not cover. The GEMMs go to BLAS through numba's ``np.dot`` (SciPy's OpenBLAS).
+
+How to rebuild
+    Nothing to build: each kernel compiles on its first call for a dtype (float32, float64)
+    and is cached on disk (``cache=True``: ``__pycache__`` beside this file, or
+    ``NUMBA_CACHE_DIR`` / numba's user cache when that is read-only). Delete the cache files
+    to force a recompile. ``NUMBA_DISABLE_JIT=1`` runs every kernel as plain Python (tests,
+    coverage). Nothing here is compiled at ``import fastmlp``: this module is imported only
+    when the numba backend is first used.
+
+Conventions
+    - Compilation flags live in ``FLAGS`` below, nowhere else. ``error_model="numpy"``: a
+      division by zero gives inf/nan as in NumPy instead of a Python exception check that
+      stops vectorisation (the Adam loop ran 2.1x slower without it). Kernels are serial
+      (no ``parallel=True``): see docs/numba.md for the thread-policy measurements.
+    - No global configuration is read here (numba freezes globals at compile time); every
+      run-time choice is an argument.
+    - Scalars arrive already cast to the arrays' dtype, and literals below are float32
+      constants that are exact in both dtypes (0, 0.5, 1, 2, 3), so float32 arithmetic stays
+      float32 (vectorisable, and rounded like the reference) and float64 stays float64.
+      Irrational constants are passed in, cast by the caller.
+    - Optimizer kernels take their scalars as one coefficient array ``c`` (dtype of ``p``),
+      whose layout is written above each kernel; the Python side builds it in
+      ``numba_backend._<name>_coefficients``. The same kernels run inside ``train_step``.
+    - Flush to zero: the decaying optimizer states (moments, running averages) are set to 0
+      once their magnitude falls below the dtype's smallest normal number ``tiny`` (last
+      entry of ``c``), so dead units never fill the state with denormals, whose arithmetic is
+      many times slower. The difference from the reference is below ``tiny`` (~1e-38).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+# The one place for compilation flags.
+FLAGS = dict(cache=True, nogil=True, error_model="numpy")
+
+kernel = numba.njit(**FLAGS)
+# scalar helpers are inlined at numba's IR level: a call left in a loop stops LLVM vectorising it
+helper = numba.njit(inline="always", **FLAGS)
+
+# Literals exact in float32 and float64: float32 scalars keep float32 arithmetic in float32
+# and promote to float64 against float64 operands.
+_0 = np.float32(0.0)
+_HALF = np.float32(0.5)
+_1 = np.float32(1.0)
+_2 = np.float32(2.0)
+_3 = np.float32(3.0)
+
+# Activation codes of the fused kernels (dense epilogue and train_step). 0-3 are the
+# FUSED_ACTIVATIONS, whose derivative is a function of the output Y alone.
+ACT_IDENTITY = 0
+ACT_RELU = 1
+ACT_SIGMOID = 2
+ACT_TANH = 3
+ACT_LEAKY_RELU = 4
+ACT_ELU = 5
+ACT_SELU = 6
+ACT_GELU = 7
+ACT_GELU_TANH = 8
+ACT_SILU = 9
+ACT_SOFTPLUS = 10
+ACT_MISH = 11
+ACT_SOFTSIGN = 12
+ACT_LOG_SIGMOID = 13
+
+# Optimizer codes of train_step.
+OPT_SGD = 0
+OPT_MOMENTUM = 1
+OPT_ADAGRAD = 2
+OPT_RMSPROP = 3
+OPT_ADAM = 4
+OPT_ADAMAX = 5
+OPT_NADAM = 6
+OPT_ADADELTA = 7
+
+# Loss codes of train_step.
+LOSS_CROSS_ENTROPY = 0
+LOSS_MSE = 1
+
+
+# ============================================================================ scalar helpers
+# float32 exp and tanh that vectorise. numba's wheels have no SVML: np.exp / np.tanh on a
+# scalar are libm calls, one element at a time, several times slower than NumPy's SIMD loops.
+# These use only multiply, add, divide, compare and a table load (a gather), so LLVM
+# vectorises the loops that call them. The kernels use them for float32 (``fast`` below:
+# ``Z.itemsize == 4``) and keep libm for float64, where the tolerance is 1e-12.
+
+# exp (Cephes expf): n = round(x log2 e), r = x - n ln 2 (ln 2 split in two for exactness),
+# e^r by its degree-7 minimax polynomial on [-ln2/2, ln2/2], e^x = 2^n e^r with 2^n from a
+# table. x is clamped to [-87.34, 88.03] (2^n stays normal), e^x is 0 below that range (a
+# denormal, flushed) and e^88.03 = 1.6e38 above it (not inf); NaN is passed through.
+# Max relative error 8e-8 (measured against float64 exp on 2M points).
+_LOG2E = np.float32(1.44269504088896341)
+_LN2_HI = np.float32(0.693359375)
+_LN2_LO = np.float32(-2.12194440e-4)
+_EXP_P = (np.float32(1.9875691500e-4), np.float32(1.3981999507e-3), np.float32(8.3334519073e-3),
+          np.float32(4.1665795894e-2), np.float32(1.6666665459e-1), np.float32(5.0000001201e-1))
+_EXP_LO = np.float32(-87.33654)
+_EXP_HI = np.float32(88.02969)
+_POW2 = np.array([2.0**k for k in range(-126, 128)], dtype=np.float32)  # 2^n at n + 126
+
+
+@helper
+def _expf(x):
+    xc = _EXP_LO if not x >= _EXP_LO else (_EXP_HI if x > _EXP_HI else x)
+    n = np.floor(xc * _LOG2E + _HALF)
+    r = xc - n * _LN2_HI - n * _LN2_LO
+    p0, p1, p2, p3, p4, p5 = _EXP_P
+    e = (((((p0 * r + p1) * r + p2) * r + p3) * r + p4) * r + p5) * r * r + r + _1
+    y = e * _POW2[np.int32(n) + 126]
+    y = y if x >= _EXP_LO else _0 * y  # below: 0 (the true value is a denormal)
+    return y if x == x else x
+
+
+# tanh: above |x| = 0.3, tanh|x| = 1 - 2 / (e^{2|x|} + 1) through _expf (which also keeps
+# 1 - tanh^2, the derivative, accurate near saturation); below, the odd Taylor series to x^11
+# (truncation < 1e-9 relative). Max error 8.3e-8 absolute, 2.4e-7 relative (float32's own tanh:
+# 6e-8, 1.1e-7).
+_TANH_SPLIT = np.float32(0.3)
+_TANH_SERIES = (np.float32(-1 / 3), np.float32(2 / 15), np.float32(-17 / 315), np.float32(62 / 2835),
+                np.float32(-1382 / 155925))
+
+
+@helper
+def _tanhf(x):
+    a = abs(x)
+    x2 = x * x
+    c3, c5, c7, c9, c11 = _TANH_SERIES
+    small = x + x * x2 * (c3 + x2 * (c5 + x2 * (c7 + x2 * (c9 + x2 * c11))))
+    big = _1 - _2 / (_expf(_2 * a) + _1)
+    return small if a < _TANH_SPLIT else (big if x > _0 else -big)  # NaN: -NaN
+
+
+# expm1: e^x - 1, by its Taylor series to x^7 where |x| < 0.35 (no cancellation), else e^x - 1
+_EXPM1_BOUND = np.float32(0.35)
+_INV_FACT = (np.float32(1 / 5040), np.float32(1 / 720), np.float32(1 / 120), np.float32(1 / 24),
+             np.float32(1 / 6))
+
+
+@helper
+def _expm1f(x):
+    c7, c6, c5, c4, c3 = _INV_FACT
+    series = x * (_1 + x * (_HALF + x * (c3 + x * (c4 + x * (c5 + x * (c6 + x * c7))))))
+    direct = _expf(x) - _1
+    return series if abs(x) < _EXPM1_BOUND else direct
+
+
+@helper
+def _exp(x, fast):
+    return _expf(x) if fast else np.exp(x)
+
+
+@helper
+def _tanh(x, fast):
+    return _tanhf(x) if fast else np.tanh(x)
+
+
+@helper
+def _expm1(x, fast):
+    return _expm1f(x) if fast else np.expm1(x)
+
+
+@helper
+def _sigmoid(z, fast):
+    # sigma(z) = 1 / (1 + e^-z) for z >= 0, e^z / (1 + e^z) for z < 0 (no overflow)
+    e = _exp(-abs(z), fast)
+    return _1 / (_1 + e) if z >= _0 else e / (_1 + e)
+
+
+@helper
+def _log1pexp(z, fast):
+    # log(1 + e^z) = max(z, 0) + log1p(e^-|z|)
+    return max(z, _0) + np.log1p(_exp(-abs(z), fast))
+
+
+@helper
+def _ftz(x, tiny):
+    # flush a decaying state to zero below the smallest normal number
+    return x if abs(x) >= tiny else _0 * x
+
+
+# ============================================================================ activations
+# Elementwise kernels take 1-D contiguous arrays (the callers pass ravelled views) and write
+# Y (forward) or dZ (backward). dZ may alias dY.
+
+# y = z
+@kernel
+def identity_forward(Z, Y):
+    for i in range(Z.size):
+        Y[i] = Z[i]
+
+
+# dz = dy
+@kernel
+def identity_backward(dY, Z, Y, dZ):
+    for i in range(dY.size):
+        dZ[i] = dY[i]
+
+
+# y = max(z, 0)
+@kernel
+def relu_forward(Z, Y):
+    for i in range(Z.size):
+        z = Z[i]
+        Y[i] = z if z > _0 else _0 * z
+
+
+# dz = dy [y > 0]   (relu'(0) = 0; y > 0 iff z > 0)
+@kernel
+def relu_backward(dY, Z, Y, dZ):
+    for i in range(dY.size):
+        dZ[i] = dY[i] if Y[i] > _0 else _0
+
+
+# y = 1 / (1 + e^-z)
+@kernel
+def sigmoid_forward(Z, Y):
+    fast = Z.itemsize == 4
+    for i in range(Z.size):
+        Y[i] = _sigmoid(Z[i], fast)
+
+
+# dz = dy y (1 - y)
+@kernel
+def sigmoid_backward(dY, Z, Y, dZ):
+    for i in range(dY.size):
+        y = Y[i]
+        dZ[i] = dY[i] * y * (_1 - y)
+
+
+# y = tanh z
+@kernel
+def tanh_forward(Z, Y):
+    fast = Z.itemsize == 4
+    for i in range(Z.size):
+        Y[i] = _tanh(Z[i], fast)
+
+
+# dz = dy (1 - y^2)
+@kernel
+def tanh_backward(dY, Z, Y, dZ):
+    for i in range(dY.size):
+        y = Y[i]
+        dZ[i] = dY[i] * (_1 - y * y)
+
+
+# y = z if z > 0 else slope z
+@kernel
+def leaky_relu_forward(Z, Y, slope):
+    for i in range(Z.size):
+        z = Z[i]
+        Y[i] = z if z > _0 else z * slope
+
+
+# dz = dy if z > 0 else slope dy
+@kernel
+def leaky_relu_backward(dY, Z, Y, dZ, slope):
+    for i in range(dY.size):
+        d = dY[i]
+        dZ[i] = d if Z[i] > _0 else d * slope
+
+
+# y = scale (z if z > 0 else alpha (e^z - 1))      (elu: scale = 1)
+@kernel
+def elu_forward(Z, Y, alpha, scale):
+    fast = Z.itemsize == 4
+    for i in range(Z.size):
+        z = Z[i]
+        em = _expm1(min(z, _0), fast)
+        Y[i] = scale * (z if z > _0 else alpha * em)
+
+
+# dz = scale dy (1 if z > 0 else alpha e^z)
+@kernel
+def elu_backward(dY, Z, Y, dZ, alpha, scale):
+    fast = dY.itemsize == 4
+    for i in range(dY.size):
+        z = Z[i]
+        d = dY[i]
+        e = _exp(min(z, _0), fast)
+        dZ[i] = scale * (d if z > _0 else d * alpha * e)
+
+
+# selu(z) = SCALE elu(z, ALPHA)  (the constants are passed in, cast to the dtype)
+@kernel
+def selu_forward(Z, Y, alpha, scale):
+    elu_forward(Z, Y, alpha, scale)
+
+
+@kernel
+def selu_backward(dY, Z, Y, dZ, alpha, scale):
+    elu_backward(dY, Z, Y, dZ, alpha, scale)
+
+
+# y = max(0, z) + alpha min(0, z), alpha of size 1 or C (last axis). Z, Y: (R, C)
+@kernel
+def prelu_forward(Z, alpha, Y):
+    R, C = Z.shape
+    shared = alpha.size == 1
+    for r in range(R):
+        for j in range(C):
+            z = Z[r, j]
+            a = alpha[0] if shared else alpha[j]
+            Y[r, j] = z if z >= _0 else a * z
+
+
+# dz = dy if z >= 0 else alpha dy;  dalpha_j += sum_r dy min(0, z)  (float64 accumulator)
+@kernel
+def prelu_backward(dY, Z, alpha, dZ, dalpha, need_param):
+    R, C = Z.shape
+    shared = alpha.size == 1
+    for r in range(R):
+        for j in range(C):
+            z = Z[r, j]
+            d = dY[r, j]
+            a = alpha[0] if shared else alpha[j]
+            dZ[r, j] = d if z >= _0 else a * d
+            if need_param and z < _0:
+                dalpha[0 if shared else j] += np.float64(d) * np.float64(z)
+
+
+# y = (1/beta) log(1 + e^{beta z}), y = z where beta z > threshold
+@kernel
+def softplus_forward(Z, Y, beta, threshold):
+    fast = Z.itemsize == 4
+    for i in range(Z.size):
+        z = Z[i]
+        bz = beta * z
+        Y[i] = z if bz > threshold else _log1pexp(bz, fast) / beta
+
+
+# dz = dy sigma(beta z);  dbeta = sum dy (z sigma(beta z) - y) / beta  (0 where linear)
+@kernel
+def softplus_backward(dY, Z, Y, dZ, beta, threshold, need_param):
+    fast = dY.itemsize == 4
+    acc = np.float64(0.0)
+    for i in range(dY.size):
+        z = Z[i]
+        d = dY[i]
+        bz = beta * z
+        if bz > threshold:
+            dZ[i] = d
+        else:
+            s = _sigmoid(bz, fast)
+            dZ[i] = d * s
+            if need_param:
+                # summed with cancellation: each term in float64 (Y as given, like the reference)
+                z64 = np.float64(z)
+                s64 = _sigmoid(np.float64(beta) * z64, False)
+                acc += np.float64(d) * (z64 * s64 - np.float64(Y[i])) / np.float64(beta)
+    return acc
+
+
+# y = z / (1 + |z|)
+@kernel
+def softsign_forward(Z, Y):
+    for i in range(Z.size):
+        z = Z[i]
+        Y[i] = z / (_1 + abs(z))
+
+
+# dz = dy / (1 + |z|)^2
+@kernel
+def softsign_backward(dY, Z, Y, dZ):
+    for i in range(dY.size):
+        d = _1 + abs(Z[i])
+        dZ[i] = dY[i] / (d * d)
+
+
+# y = log sigma(z) = -log(1 + e^-z)
+@kernel
+def log_sigmoid_forward(Z, Y):
+    fast = Z.itemsize == 4
+    for i in range(Z.size):
+        Y[i] = -_log1pexp(-Z[i], fast)
+
+
+# dz = dy sigma(-z)
+@kernel
+def log_sigmoid_backward(dY, Z, Y, dZ):
+    fast = dY.itemsize == 4
+    for i in range(dY.size):
+        dZ[i] = dY[i] * _sigmoid(-Z[i], fast)
+
+
+# y = z sigma(beta z)
+@kernel
+def silu_forward(Z, Y, beta):
+    fast = Z.itemsize == 4
+    for i in range(Z.size):
+        z = Z[i]
+        Y[i] = z * _sigmoid(beta * z, fast)
+
+
+# s = sigma(beta z): dz = dy (s + beta z s (1 - s));  dbeta = sum dy z^2 s (1 - s)
+@kernel
+def silu_backward(dY, Z, Y, dZ, beta, need_param):
+    fast = dY.itemsize == 4
+    acc = np.float64(0.0)
+    for i in range(dY.size):
+        z = Z[i]
+        d = dY[i]
+        s = _sigmoid(beta * z, fast)
+        ds = s * (_1 - s)
+        dZ[i] = d * (s + beta * z * ds)
+        if need_param:
+            # the parameter gradient sums N terms with cancellation: each term in float64
+            z64 = np.float64(z)
+            s64 = _sigmoid(np.float64(beta) * z64, False)
+            acc += np.float64(d) * z64 * z64 * s64 * (1.0 - s64)
+    return acc
+
+
+# y = z tanh(softplus(z)) = z n / (n + 2) with n = e^z (e^z + 2), since
+# tanh(log(1 + e^z)) = ((1 + e^z)^2 - 1) / ((1 + e^z)^2 + 1): one exp, no tanh, no log.
+# y = z where z > 20 (tanh(softplus(20)) = 1 - 8e-18).
+_MISH_LINEAR = np.float32(20.0)
+
+
+@helper
+def _mish_t(z, fast):
+    e = _exp(min(z, _MISH_LINEAR), fast)
+    n = e * (e + _2)
+    return n / (n + _2), e
+
+
+@kernel
+def mish_forward(Z, Y):
+    fast = Z.itemsize == 4
+    for i in range(Z.size):
+        z = Z[i]
+        t, _ = _mish_t(z, fast)
+        Y[i] = z * t
+
+
+# t = tanh(softplus(z)), sigma(z) = e^z / (1 + e^z): dz = dy (t + z sigma(z) (1 - t^2))
+@kernel
+def mish_backward(dY, Z, Y, dZ):
+    fast = dY.itemsize == 4
+    for i in range(dY.size):
+        z = Z[i]
+        t, e = _mish_t(z, fast)
+        s = e / (_1 + e)
+        dZ[i] = dY[i] * (t + z * s * (_1 - t * t))
+
+
+# exact:  y = z/2 (1 + erf(z / sqrt 2))
+# tanh:   y = z/2 (1 + tanh(k (z + c z^3))),  k = sqrt(2/pi), c = 0.044715
+# consts = (1/sqrt 2, 1/sqrt(2 pi), k, c) cast to the dtype
+@kernel
+def gelu_forward(Z, Y, approximate_tanh, consts):
+    inv_sqrt2, k, c = consts[0], consts[2], consts[3]
+    one = Z.dtype.type(1.0)  # math.erf returns a Python float without the JIT: keep the dtype
+    fast = Z.itemsize == 4
+    if approximate_tanh:
+        for i in range(Z.size):
+            z = Z[i]
+            Y[i] = _HALF * z * (_1 + _tanh(k * (z + c * z * z * z), fast))
+    else:
+        for i in range(Z.size):
+            z = Z[i]
+            Y[i] = _HALF * z * (one + math.erf(z * inv_sqrt2))
+
+
+# exact:  dz = dy (Phi(z) + z phi(z)),  phi(z) = e^{-z^2/2} / sqrt(2 pi)
+# tanh:   dz = dy (0.5 (1 + t) + 0.5 z (1 - t^2) k (1 + 3 c z^2))
+@kernel
+def gelu_backward(dY, Z, Y, dZ, approximate_tanh, consts):
+    inv_sqrt2, inv_sqrt2pi, k, c = consts[0], consts[1], consts[2], consts[3]
+    one = dY.dtype.type(1.0)
+    fast = dY.itemsize == 4
+    if approximate_tanh:
+        for i in range(dY.size):
+            z = Z[i]
+            t = _tanh(k * (z + c * z * z * z), fast)
+            dZ[i] = dY[i] * (_HALF * (_1 + t) + _HALF * z * (_1 - t * t) * k * (_1 + _3 * c * z * z))
+    else:
+        for i in range(dY.size):
+            z = Z[i]
+            cdf = _HALF * (one + math.erf(z * inv_sqrt2))
+            pdf = _exp(-_HALF * z * z, fast) * inv_sqrt2pi
+            dZ[i] = dY[i] * (cdf + z * pdf)
+
+
+# y = sin(u) / u with u = scale z (scale = 1, or pi when normalized); y = 1 at u = 0
+@kernel
+def sinc_forward(Z, Y, scale):
+    for i in range(Z.size):
+        u = scale * Z[i]
+        Y[i] = _1 if u == _0 else np.sin(u) / u
+
+
+# d/du sin(u)/u = (cos u - sin(u)/u) / u, by its Taylor series
+# -u/3 + u^3/30 - u^5/840 + u^7/45360 where |u| < bound;  dz = dy scale d/du
+# consts = (scale, bound, 1/3, 1/30, 1/840, 1/45360)
+@kernel
+def sinc_backward(dY, Z, Y, dZ, consts):
+    scale, bound = consts[0], consts[1]
+    c3, c30, c840, c45360 = consts[2], consts[3], consts[4], consts[5]
+    for i in range(dY.size):
+        u = scale * Z[i]
+        if abs(u) < bound:
+            u2 = u * u
+            d = u * (-c3 + u2 * (c30 + u2 * (-c840 + u2 * c45360)))
+        else:
+            d = (np.cos(u) - np.sin(u) / u) / u
+        dZ[i] = dY[i] * (scale * d)
+
+
+# y = 1 if z > 0 else 0
+@kernel
+def step_forward(Z, Y):
+    for i in range(Z.size):
+        Y[i] = _1 if Z[i] > _0 else _0
+
+
+# the step's derivative is 0 wherever it exists
+@kernel
+def step_backward(dY, Z, Y, dZ):
+    for i in range(dY.size):
+        dZ[i] = _0
+
+
+# Softmax family along the last axis of (R, C) arrays.
+# y_i = e^{z_i - max z} / sum_j e^{z_j - max z}
+@kernel
+def softmax_forward(Z, Y):
+    R, C = Z.shape
+    for r in range(R):
+        m = Z[r, 0]
+        for j in range(1, C):
+            m = max(m, Z[r, j])
+        s = _0 * m
+        for j in range(C):
+            e = np.exp(Z[r, j] - m)
+            Y[r, j] = e
+            s += e
+        inv = _1 / s
+        for j in range(C):
+            Y[r, j] *= inv
+
+
+# dz = y (dy - sum_j dy_j y_j)
+@kernel
+def softmax_backward(dY, Z, Y, dZ):
+    R, C = Y.shape
+    for r in range(R):
+        s = _0 * Y[r, 0]
+        for j in range(C):
+            s += dY[r, j] * Y[r, j]
+        for j in range(C):
+            dZ[r, j] = Y[r, j] * (dY[r, j] - s)
+
+
+# y_i = z_i - max z - log sum_j e^{z_j - max z}
+@kernel
+def log_softmax_forward(Z, Y):
+    R, C = Z.shape
+    for r in range(R):
+        m = Z[r, 0]
+        for j in range(1, C):
+            m = max(m, Z[r, j])
+        s = _0 * m
+        for j in range(C):
+            s += np.exp(Z[r, j] - m)
+        lse = m + np.log(s)
+        for j in range(C):
+            Y[r, j] = Z[r, j] - lse
+
+
+# dz = dy - e^y sum_j dy_j
+@kernel
+def log_softmax_backward(dY, Z, Y, dZ):
+    R, C = Y.shape
+    for r in range(R):
+        s = _0 * Y[r, 0]
+        for j in range(C):
+            s += dY[r, j]
+        for j in range(C):
+            dZ[r, j] = dY[r, j] - np.exp(Y[r, j]) * s
+
+
+# Dispatch of an elementwise activation by code (train_step). h = (h0, h1) its
+# hyper-parameters and consts the constants of gelu / selu, all cast to the dtype.
+@kernel
+def _activation_forward(code, Z, Y, h0, h1, consts):
+    if code == ACT_IDENTITY:
+        identity_forward(Z, Y)
+    elif code == ACT_RELU:
+        relu_forward(Z, Y)
+    elif code == ACT_SIGMOID:
+        sigmoid_forward(Z, Y)
+    elif code == ACT_TANH:
+        tanh_forward(Z, Y)
+    elif code == ACT_LEAKY_RELU:
+        leaky_relu_forward(Z, Y, h0)
+    elif code == ACT_ELU or code == ACT_SELU:
+        elu_forward(Z, Y, h0, h1)
+    elif code == ACT_GELU:
+        gelu_forward(Z, Y, False, consts)
+    elif code == ACT_GELU_TANH:
+        gelu_forward(Z, Y, True, consts)
+    elif code == ACT_SILU:
+        silu_forward(Z, Y, h0)
+    elif code == ACT_SOFTPLUS:
+        softplus_forward(Z, Y, h0, h1)
+    elif code == ACT_MISH:
+        mish_forward(Z, Y)
+    elif code == ACT_SOFTSIGN:
+        softsign_forward(Z, Y)
+    elif code == ACT_LOG_SIGMOID:
+        log_sigmoid_forward(Z, Y)
+
+
+@kernel
+def _activation_backward(code, dY, Z, Y, dZ, h0, h1, consts):
+    if code == ACT_IDENTITY:
+        identity_backward(dY, Z, Y, dZ)
+    elif code == ACT_RELU:
+        relu_backward(dY, Z, Y, dZ)
+    elif code == ACT_SIGMOID:
+        sigmoid_backward(dY, Z, Y, dZ)
+    elif code == ACT_TANH:
+        tanh_backward(dY, Z, Y, dZ)
+    elif code == ACT_LEAKY_RELU:
+        leaky_relu_backward(dY, Z, Y, dZ, h0)
+    elif code == ACT_ELU or code == ACT_SELU:
+        elu_backward(dY, Z, Y, dZ, h0, h1)
+    elif code == ACT_GELU:
+        gelu_backward(dY, Z, Y, dZ, False, consts)
+    elif code == ACT_GELU_TANH:
+        gelu_backward(dY, Z, Y, dZ, True, consts)
+    elif code == ACT_SILU:
+        silu_backward(dY, Z, Y, dZ, h0, False)
+    elif code == ACT_SOFTPLUS:
+        softplus_backward(dY, Z, Y, dZ, h0, h1, False)
+    elif code == ACT_MISH:
+        mish_backward(dY, Z, Y, dZ)
+    elif code == ACT_SOFTSIGN:
+        softsign_backward(dY, Z, Y, dZ)
+    elif code == ACT_LOG_SIGMOID:
+        log_sigmoid_backward(dY, Z, Y, dZ)
+
+
+# ============================================================================ dense
+# Epilogue of the GEMM, in place on Y (N, M): y = act(y + b). b of size 0 means no bias.
+@kernel
+def _bias_activation(Y, b, act):
+    N, M = Y.shape
+    has_bias = b.size > 0
+    fast = Y.itemsize == 4
+    for n in range(N):
+        if has_bias:
+            for j in range(M):
+                Y[n, j] += b[j]
+        if act == ACT_RELU:
+            for j in range(M):
+                y = Y[n, j]
+                Y[n, j] = y if y > _0 else _0 * y
+        elif act == ACT_SIGMOID:
+            for j in range(M):
+                Y[n, j] = _sigmoid(Y[n, j], fast)
+        elif act == ACT_TANH:
+            for j in range(M):
+                Y[n, j] = _tanh(Y[n, j], fast)
+
+
+# One pass over dY (N, M): dz = dy act'(y) written to dZ (may alias dY), and
+# db_j = sum_n dz_nj (float64 accumulator, then cast) when db has size M.
+@kernel
+def _activation_grad_bias_grad(dY, Y, act, dZ, db):
+    N, M = dY.shape
+    need_db = db.size > 0
+    acc = np.zeros(M if need_db else 0, np.float64)
+    for n in range(N):
+        if act == ACT_RELU:
+            for j in range(M):
+                dZ[n, j] = dY[n, j] if Y[n, j] > _0 else _0
+        elif act == ACT_SIGMOID:
+            for j in range(M):
+                y = Y[n, j]
+                dZ[n, j] = dY[n, j] * y * (_1 - y)
+        elif act == ACT_TANH:
+            for j in range(M):
+                y = Y[n, j]
+                dZ[n, j] = dY[n, j] * (_1 - y * y)
+        else:
+            for j in range(M):
+                dZ[n, j] = dY[n, j]
+        if need_db:
+            for j in range(M):
+                acc[j] += dZ[n, j]
+    for j in range(acc.size):
+        db[j] = acc[j]
+
+
+# Y = act(X W^T + b):  X (N, K), W (M, K), b (M,) or empty, Y (N, M) C-contiguous.
+# The GEMM is BLAS (sgemm/dgemm; W^T is a transpose flag, not a copy); bias and activation
+# are applied in one pass over Y.
+@kernel
+def dense_forward(X, W, b, act, Y):
+    np.dot(X, W.T, Y)
+    _bias_activation(Y, b, act)
+
+
+# dZ = dY act'(Y) and db = sum_n dZ in one pass, then the GEMMs dW = dZ^T X, dX = dZ W.
+# dZ is a scratch (N, M) (may be dY itself); db, dX of size 0 mean "not wanted".
+@kernel
+def dense_backward(dY, X, W, Y, act, dZ, dW, db, dX):
+    _activation_grad_bias_grad(dY, Y, act, dZ, db)
+    np.dot(dZ.T, X, dW)
+    if dX.size > 0:
+        np.dot(dZ, W, dX)
+
+
+# ============================================================================ losses
+# Each loss kernel returns the float64 sum of the per-element (per-row) losses; it writes
+# them into L when L is not empty (reduction "none") and the gradient, scaled by r, into G
+# when need_grad.
+
+# Per row n: lse = max z + log sum_c e^{z_c - max z}, logp_c = z_c - lse,
+# q = (1 - ls) onehot(t_n) + ls / C (labels) or the given probabilities P (smoothed alike),
+# L_n = -sum_c q_c logp_c, G_nc = (e^{logp_c} - q_c) r.
+@kernel
+def cross_entropy_loss(logits, labels, P, use_probs, ls, r, need_grad, L, G):
+    N, C = logits.shape
+    keep = L.size > 0
+    uniform = ls / logits.dtype.type(C)
+    onems = _1 - ls
+    total = np.float64(0.0)
+    for n in range(N):
+        m = logits[n, 0]
+        for c in range(1, C):
+            m = max(m, logits[n, c])
+        s = np.float64(0.0)
+        for c in range(C):
+            s += np.exp(logits[n, c] - m)
+        lse = m + np.log(s)
+        row = np.float64(0.0)
+        if use_probs:
+            for c in range(C):
+                q = P[n, c] * onems + uniform
+                row -= q * (logits[n, c] - lse)
+        else:
+            t = labels[n]
+            row = -onems * (logits[n, t] - lse)
+            if ls != _0:
+                acc = np.float64(0.0)
+                for c in range(C):
+                    acc += logits[n, c] - lse
+                row -= uniform * acc
+        total += row
+        if keep:
+            L[n] = row
+        if need_grad:
+            for c in range(C):
+                p = np.exp(logits[n, c] - lse)
+                q = P[n, c] * onems + uniform if use_probs else (uniform + onems if c == labels[n] else uniform)
+                G[n, c] = (p - q) * r
+    return total
+
+
+# L = -logp[n, t_n];  G = -onehot(t) r
+@kernel
+def nll_loss(logp, labels, r, need_grad, L, G):
+    N, C = logp.shape
+    keep = L.size > 0
+    total = np.float64(0.0)
+    for n in range(N):
+        v = -logp[n, labels[n]]
+        total += v
+        if keep:
+            L[n] = v
+        if need_grad:
+            for c in range(C):
+                G[n, c] = _0
+            G[n, labels[n]] = -r
+    return total
+
+
+# d = o - t: L = d^2, G = 2 r d   (flat arrays)
+@kernel
+def mse_loss(O, T, r, need_grad, L, G):
+    keep = L.size > 0
+    r2 = _2 * r
+    total = np.float64(0.0)
+    for i in range(O.size):
+        d = O[i] - T[i]
+        v = d * d
+        total += v
+        if keep:
+            L[i] = v
+        if need_grad:
+            G[i] = d * r2
+    return total
+
+
+# L = |o - t|, G = sign(o - t) r  (0 at 0)
+@kernel
+def l1_loss(O, T, r, need_grad, L, G):
+    keep = L.size > 0
+    total = np.float64(0.0)
+    for i in range(O.size):
+        d = O[i] - T[i]
+        v = abs(d)
+        total += v
+        if keep:
+            L[i] = v
+        if need_grad:
+            G[i] = r if d > _0 else (-r if d < _0 else _0 * d)
+    return total
+
+
+# L = d^2/2 if |d| <= delta else delta (|d| - delta/2);  G = clip(d, -delta, delta) r
+@kernel
+def huber_loss(O, T, delta, r, need_grad, L, G):
+    keep = L.size > 0
+    total = np.float64(0.0)
+    for i in range(O.size):
+        d = O[i] - T[i]
+        a = abs(d)
+        v = _HALF * d * d if a <= delta else delta * (a - _HALF * delta)
+        total += v
+        if keep:
+            L[i] = v
+        if need_grad:
+            G[i] = min(max(d, -delta), delta) * r
+    return total
+
+
+# L = max(z, 0) - z t + log(1 + e^{-|z|});  G = (sigma(z) - t) r
+@kernel
+def bce_with_logits_loss(Z, T, r, need_grad, L, G):
+    keep = L.size > 0
+    fast = Z.itemsize == 4
+    total = np.float64(0.0)
+    for i in range(Z.size):
+        z = Z[i]
+        t = T[i]
+        v = max(z, _0) - z * t + np.log1p(np.exp(-abs(z)))
+        total += v
+        if keep:
+            L[i] = v
+        if need_grad:
+            G[i] = (_sigmoid(z, fast) - t) * r
+    return total
+
+
+# L = -(t max(log p, -100) + (1 - t) max(log(1 - p), -100));
+# G = (p - t) / max(p (1 - p), 1e-12) r        (PyTorch's clamps; floor = (-100, 1e-12))
+@kernel
+def bce_loss(Pr, T, r, floor, need_grad, L, G):
+    keep = L.size > 0
+    log_floor, eps = floor[0], floor[1]
+    total = np.float64(0.0)
+    for i in range(Pr.size):
+        p = Pr[i]
+        t = T[i]
+        lp = np.log(p)  # -inf at 0, nan below: clamped to the floor, nan kept
+        lp = log_floor if lp < log_floor else lp
+        l1p = np.log1p(-p)
+        l1p = log_floor if l1p < log_floor else l1p
+        v = -(t * lp + (_1 - t) * l1p)
+        total += v
+        if keep:
+            L[i] = v
+        if need_grad:
+            G[i] = (p - t) / max(p * (_1 - p), eps) * r
+    return total
+
+
+# ============================================================================ optimizers
+# One pass over the flat arena: each kernel reads p, g and its state once and writes p and
+# the state once. g is never written.
+
+# PyTorch SGD.  c = (lr, wd, mu, 1 - dampening, nesterov, first_step, tiny)
+# g' = g + wd p;  b = g' (first step) or mu b + (1 - dampening) g';
+# g' = g' + mu b (Nesterov) or b;  p = p - lr g'
+@kernel
+def sgd_step(p, g, buf, c):
+    lr, wd, mu, omd, nesterov, first, tiny = c[0], c[1], c[2], c[3], c[4] != _0, c[5] != _0, c[6]
+    for i in range(p.size):
+        gi = g[i]
+        if wd != _0:
+            gi = gi + wd * p[i]
+        if mu != _0:
+            b = gi if first else _ftz(buf[i] * mu + omd * gi, tiny)
+            buf[i] = b
+            gi = gi + mu * b if nesterov else b
+        p[i] = p[i] - lr * gi
+
+
+# The course's momentum.  c = (wd, beta, 1 - beta, nesterov, scale, tiny)
+# m = beta m + (1 - beta) g';  u = m or beta m + (1 - beta) g' (Nesterov);  p = p - scale u
+# with scale = lr / (1 - beta^t) (bias correction) or lr
+@kernel
+def momentum_step(p, g, m, c):
+    wd, beta, omb, nesterov, scale, tiny = c[0], c[1], c[2], c[3] != _0, c[4], c[5]
+    for i in range(p.size):
+        gi = g[i]
+        if wd != _0:
+            gi = gi + wd * p[i]
+        mi = _ftz(m[i] * beta + omb * gi, tiny)
+        m[i] = mi
+        u = beta * mi + omb * gi if nesterov else mi
+        p[i] = p[i] - scale * u
+
+
+# PyTorch Adagrad.  c = (wd, clr, eps_root, eps),  clr = lr / (1 + (t - 1) lr_decay)
+# s = s + g'^2;  p = p - clr g' / (sqrt(s + eps_root) + eps)
+@kernel
+def adagrad_step(p, g, state_sum, c):
+    wd, clr, eps_root, eps = c[0], c[1], c[2], c[3]
+    for i in range(p.size):
+        gi = g[i]
+        if wd != _0:
+            gi = gi + wd * p[i]
+        s = state_sum[i] + gi * gi
+        state_sum[i] = s
+        p[i] = p[i] - clr * gi / (np.sqrt(s + eps_root) + eps)
+
+
+# PyTorch RMSprop + the course's bias correction.
+# c = (wd, alpha, 1 - alpha, bc, centered, eps_root, eps, mu, lr, tiny), bc = 1 / (1 - alpha^t) or 1
+# v = alpha v + (1 - alpha) g'^2;  centered: a = alpha a + (1 - alpha) g', v~ = v bc - (a bc)^2;
+# d = sqrt(v~ + eps_root) + eps;  buf = mu buf + g'/d, p = p - lr buf (mu > 0), else p = p - lr g'/d
+@kernel
+def rmsprop_step(p, g, square_avg, grad_avg, momentum_buffer, c):
+    wd, alpha, oma, bc, centered = c[0], c[1], c[2], c[3], c[4] != _0
+    eps_root, eps, mu, lr, tiny = c[5], c[6], c[7], c[8], c[9]
+    for i in range(p.size):
+        gi = g[i]
+        if wd != _0:
+            gi = gi + wd * p[i]
+        v = _ftz(square_avg[i] * alpha + oma * gi * gi, tiny)
+        square_avg[i] = v
+        v = v * bc
+        if centered:
+            a = _ftz(grad_avg[i] * alpha + oma * gi, tiny)
+            grad_avg[i] = a
+            a = a * bc
+            v = v - a * a
+        d = np.sqrt(v + eps_root) + eps
+        if mu != _0:
+            b = _ftz(momentum_buffer[i] * mu + gi / d, tiny)
+            momentum_buffer[i] = b
+            p[i] = p[i] - lr * b
+        else:
+            p[i] = p[i] - lr * gi / d
+
+
+# PyTorch Adam / AdamW + eps_root.
+# c = (decay, wd, b1, 1 - b1, b2, 1 - b2, amsgrad, lr / (1 - b1^t), 1 - b2^t, eps_root, eps, tiny)
+# p = decay p (AdamW: decay = 1 - lr wd), else g' = g + wd p;
+# m = b1 m + (1 - b1) g';  v = b2 v + (1 - b2) g'^2;  AMSGrad: vmax = max(vmax, v), v := vmax;
+# p = p - lr / (1 - b1^t) m / (sqrt(v / (1 - b2^t) + eps_root) + eps)
+@kernel
+def adam_step(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, c):
+    decay, wd, b1, omb1, b2, omb2 = c[0], c[1], c[2], c[3], c[4], c[5]
+    amsgrad, step_size, bc2, eps_root, eps, tiny = c[6] != _0, c[7], c[8], c[9], c[10], c[11]
+    for i in range(p.size):
+        pi = p[i] * decay
+        gi = g[i]
+        if wd != _0:
+            gi = gi + wd * pi
+        m = _ftz(exp_avg[i] * b1 + omb1 * gi, tiny)
+        v = _ftz(exp_avg_sq[i] * b2 + omb2 * gi * gi, tiny)
+        exp_avg[i] = m
+        exp_avg_sq[i] = v
+        if amsgrad:
+            v = max(max_exp_avg_sq[i], v)
+            max_exp_avg_sq[i] = v
+        p[i] = pi - step_size * m / (np.sqrt(v / bc2 + eps_root) + eps)
+
+
+# PyTorch Adamax.  c = (wd, b1, 1 - b1, b2, eps, lr / (1 - b1^t), tiny)
+# m = b1 m + (1 - b1) g';  u = max(b2 u, |g'| + eps);  p = p - lr / (1 - b1^t) m / u
+@kernel
+def adamax_step(p, g, exp_avg, exp_inf, c):
+    wd, b1, omb1, b2, eps, step_size, tiny = c[0], c[1], c[2], c[3], c[4], c[5], c[6]
+    for i in range(p.size):
+        gi = g[i]
+        if wd != _0:
+            gi = gi + wd * p[i]
+        m = _ftz(exp_avg[i] * b1 + omb1 * gi, tiny)
+        exp_avg[i] = m
+        u = max(exp_inf[i] * b2, abs(gi) + eps)
+        exp_inf[i] = u
+        p[i] = p[i] - step_size * m / u
+
+
+# PyTorch NAdam.  c = (decay, wd, b1, 1 - b1, b2, 1 - b2, 1 - b2^t, eps, c_g, c_m, tiny)
+# with c_g = lr (1 - mu_t) / (1 - prod mu), c_m = lr mu_{t+1} / (1 - prod mu * mu_{t+1});
+# m, v as Adam;  d = sqrt(v / (1 - b2^t)) + eps;  p = p - c_g g'/d - c_m m/d
+@kernel
+def nadam_step(p, g, exp_avg, exp_avg_sq, c):
+    decay, wd, b1, omb1, b2, omb2 = c[0], c[1], c[2], c[3], c[4], c[5]
+    bc2, eps, cg, cm, tiny = c[6], c[7], c[8], c[9], c[10]
+    for i in range(p.size):
+        pi = p[i] * decay
+        gi = g[i]
+        if wd != _0:
+            gi = gi + wd * pi
+        m = _ftz(exp_avg[i] * b1 + omb1 * gi, tiny)
+        v = _ftz(exp_avg_sq[i] * b2 + omb2 * gi * gi, tiny)
+        exp_avg[i] = m
+        exp_avg_sq[i] = v
+        d = np.sqrt(v / bc2) + eps
+        pi = pi - cg * gi / d
+        p[i] = pi - cm * m / d
+
+
+# PyTorch Adadelta.  c = (wd, rho, 1 - rho, eps, lr, tiny)
+# s = rho s + (1 - rho) g'^2;  delta = sqrt(D + eps) / sqrt(s + eps) g';
+# D = rho D + (1 - rho) delta^2;  p = p - lr delta
+@kernel
+def adadelta_step(p, g, square_avg, acc_delta, c):
+    wd, rho, omr, eps, lr, tiny = c[0], c[1], c[2], c[3], c[4], c[5]
+    for i in range(p.size):
+        gi = g[i]
+        if wd != _0:
+            gi = gi + wd * p[i]
+        s = _ftz(square_avg[i] * rho + omr * gi * gi, tiny)
+        square_avg[i] = s
+        delta = np.sqrt(acc_delta[i] + eps) / np.sqrt(s + eps) * gi
+        acc_delta[i] = _ftz(acc_delta[i] * rho + omr * delta * delta, tiny)
+        p[i] = p[i] - lr * delta
+
+
+@kernel
+def _optimizer_step(code, p, g, s1, s2, s3, c):
+    if code == OPT_SGD:
+        sgd_step(p, g, s1, c)
+    elif code == OPT_MOMENTUM:
+        momentum_step(p, g, s1, c)
+    elif code == OPT_ADAGRAD:
+        adagrad_step(p, g, s1, c)
+    elif code == OPT_RMSPROP:
+        rmsprop_step(p, g, s1, s2, s3, c)
+    elif code == OPT_ADAM:
+        adam_step(p, g, s1, s2, s3, c)
+    elif code == OPT_ADAMAX:
+        adamax_step(p, g, s1, s2, c)
+    elif code == OPT_NADAM:
+        nadam_step(p, g, s1, s2, c)
+    elif code == OPT_ADADELTA:
+        adadelta_step(p, g, s1, s2, c)
+
+
+# ============================================================================ whole step
+# One training step of a Sequential of Linear layers, each followed by at most one
+# elementwise activation, in one call: forward, loss, backward, optimizer step.
+#
+# layers (L, 7) int64, one row per Linear: w_off, b_off (-1: no bias), in, out, act,
+#     z_off (-1: the activation's derivative needs only Y, or identity), y_off
+# hyper (L, 2): activation hyper-parameters; consts: gelu's constants (see gelu_forward)
+# params, grads: the flat arena (views of W, b are reshaped slices: no copy)
+# Zbuf, Ybuf: per-layer pre-activations / outputs, (N, out) each at z_off / y_off
+# D0, D1: two (N, max width) scratch buffers for dY / dZ / dX (ping-pong)
+# loss: LOSS_CROSS_ENTROPY (labels, label smoothing ls) or LOSS_MSE (target T); r the
+#     gradient scale (1/N or 1/numel for "mean", 1 for "sum")
+# opt, s1..s3, c: the optimizer code, its state buffers and coefficients (see *_step)
+# Returns the summed loss (float64). If it is not finite, nothing is updated: the caller
+# raises, as the reference does before its backward pass.
+@kernel
+def train_step(X, labels, T, loss, ls, r, layers, hyper, consts, params, grads, Zbuf, Ybuf,
+               D0, D1, opt, s1, s2, s3, c):
+    N = X.shape[0]
+    nl = layers.shape[0]
+    empty = params[:0]
+    # forward
+    A = X
+    for l in range(nl):
+        w_off, b_off, n_in, n_out, act, z_off, y_off = (
+            layers[l, 0], layers[l, 1], layers[l, 2], layers[l, 3], layers[l, 4], layers[l, 5],
+            layers[l, 6])
+        W = params[w_off:w_off + n_out * n_in].reshape((n_out, n_in))
+        b = params[b_off:b_off + n_out] if b_off >= 0 else empty
+        Yf = Ybuf[y_off:y_off + N * n_out]
+        Y = Yf.reshape((N, n_out))
+        if z_off < 0:
+            dense_forward(A, W, b, act, Y)
+        else:
+            Zf = Zbuf[z_off:z_off + N * n_out]
+            dense_forward(A, W, b, ACT_IDENTITY, Zf.reshape((N, n_out)))
+            _activation_forward(act, Zf, Yf, hyper[l, 0], hyper[l, 1], consts)
+        A = Y
+    # loss and its gradient, into D0
+    n_out = layers[nl - 1, 3]
+    G = D0[:N * n_out].reshape((N, n_out))
+    if loss == LOSS_CROSS_ENTROPY:
+        total = cross_entropy_loss(A, labels, A, False, ls, r, True, empty, G)
+    else:
+        total = mse_loss(A.reshape(-1), T.reshape(-1), r, True, empty, G.reshape(-1))
+    if not np.isfinite(total):
+        return total
+    # backward
+    dcur, dnext = D0, D1
+    for l in range(nl - 1, -1, -1):
+        w_off, b_off, n_in, n_out, act, z_off, y_off = (
+            layers[l, 0], layers[l, 1], layers[l, 2], layers[l, 3], layers[l, 4], layers[l, 5],
+            layers[l, 6])
+        W = params[w_off:w_off + n_out * n_in].reshape((n_out, n_in))
+        dW = grads[w_off:w_off + n_out * n_in].reshape((n_out, n_in))
+        db = grads[b_off:b_off + n_out] if b_off >= 0 else empty
+        Yf = Ybuf[y_off:y_off + N * n_out]
+        dYf = dcur[:N * n_out]
+        if l > 0:
+            p_off, p_out = layers[l - 1, 6], layers[l - 1, 3]
+            A = Ybuf[p_off:p_off + N * p_out].reshape((N, p_out))
+        else:
+            A = X
+        dX = dnext[:N * n_in].reshape((N, n_in)) if l > 0 else empty.reshape((0, 0))
+        if z_off < 0:
+            dense_backward(dYf.reshape((N, n_out)), A, W, Yf.reshape((N, n_out)), act,
+                           dYf.reshape((N, n_out)), dW, db, dX)
+        else:
+            Zf = Zbuf[z_off:z_off + N * n_out]
+            _activation_backward(act, dYf, Zf, Yf, dYf, hyper[l, 0], hyper[l, 1], consts)
+            dense_backward(dYf.reshape((N, n_out)), A, W, Yf.reshape((N, n_out)), ACT_IDENTITY,
+                           dYf.reshape((N, n_out)), dW, db, dX)
+        dcur, dnext = dnext, dcur
+    # optimizer
+    _optimizer_step(opt, params, grads, s1, s2, s3, c)
+    return total

@@ -1,0 +1,542 @@
+"""The numba backend beyond the generic every-op suite: the one-call training step (that it
+is used, what it covers, what falls back), its failure modes, flush-to-zero of optimizer
+state, the fallback cases of the per-op wrappers, input checks, and the JIT cache.
+
+Every comparison is against the NumPy reference (``helpers.TOL``), never against numba itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from helpers import TOL, assert_matches
+
+import fastmlp
+from fastmlp.backends import backends, get_backend
+
+pytestmark = pytest.mark.skipif(not backends()["numba"].available,
+                                reason=f"numba unavailable: {backends()['numba'].reason}")
+
+REF = get_backend("numpy")
+NB = get_backend("numba") if backends()["numba"].available else None
+K = importlib.import_module("fastmlp.backends._numba_kernels") if NB is not None else None
+DTYPES = ("float32", "float64")
+JIT = os.environ.get("NUMBA_DISABLE_JIT", "0") in ("", "0")
+
+
+# ---------------------------------------------------------------------------- report
+def test_report_lists_every_op_native_but_identity():
+    info = backends()["numba"]
+    assert info.available and info.device == "cpu" and set(info.dtypes) == {"float32", "float64"}
+    assert set(info.reference_ops) == {"identity_forward", "identity_backward"}
+    assert "train_step" in info.native_ops and "adam_step" in info.native_ops
+    # one op name everywhere: every native op (but the dispatching train_step) has a kernel of that name
+    for op in info.native_ops:
+        assert callable(getattr(K, op, None)), f"no kernel named {op}"
+
+
+# ---------------------------------------------------------------------------- the fused step
+def _run(backend, layers_fn, loss, opt_name, opt_kw, dtype, steps=20, X=None, y=None):
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((37, 13)) if X is None else X
+    y = rng.integers(0, 4, 37) if y is None else y
+    model = fastmlp.Sequential(*layers_fn(), dtype=dtype).to(backend)
+    opt = getattr(fastmlp.optim, opt_name)(model.parameters(), **opt_kw)
+    values = [model.train_step(X, y, loss, opt) for _ in range(steps)]
+    return model, opt, values
+
+
+def _compare(dtype, ref, got, grads=True):
+    (m_ref, o_ref, v_ref), (m, o, v) = ref, got
+    np.testing.assert_allclose(v, v_ref, *TOL[dtype]["step"])
+    for (k, a), (_, e) in zip(m.state_dict().items(), m_ref.state_dict().items()):
+        assert_matches(a, e, dtype, "step", None, k)
+    if grads:
+        for p, q in zip(m.parameters(), m_ref.parameters()):
+            assert_matches(p.grad, q.grad, dtype, "step", None, f"grad of {p.name}")
+    s, s_ref = o.state_dict()["state"], o_ref.state_dict()["state"]
+    for i in s_ref:
+        assert set(s[i]) == set(s_ref[i])
+        for k in s_ref[i]:
+            assert_matches(s[i][k], s_ref[i][k], dtype, "step", None, f"param {i} state {k}")
+
+
+@pytest.fixture
+def fused_only(monkeypatch):
+    """Make the reference composition unusable: a test passing under it ran the one-call kernel."""
+    calls = []
+    original = K.train_step
+
+    def spy(*args):
+        calls.append(1)
+        return original(*args)
+
+    reference = type(REF).train_step
+
+    def forbidden(self, *args, **kwargs):
+        if self is NB:
+            raise AssertionError("the numba train_step fell back to the reference composition")
+        return reference(self, *args, **kwargs)
+
+    monkeypatch.setattr(K, "train_step", spy)
+    monkeypatch.setattr(type(REF), "train_step", forbidden)
+    return calls
+
+
+def _mlp(activation, **kw):
+    def layers():
+        hidden = fastmlp.get_activation(activation, **kw)
+        hidden2 = fastmlp.get_activation(activation, **kw)
+        return [fastmlp.Linear(13, 17, rng=1), hidden, fastmlp.Linear(17, 9, rng=2), hidden2,
+                fastmlp.Linear(9, 4, rng=3)]
+    return layers
+
+
+FUSED_ACTIVATIONS = [("identity", {}), ("relu", {}), ("sigmoid", {}), ("tanh", {}),
+                     ("leaky_relu", {"negative_slope": 0.2}), ("elu", {"alpha": 0.7}), ("selu", {}),
+                     ("gelu", {}), ("gelu", {"approximate": "tanh"}), ("silu", {"beta": 1.3}),
+                     ("softplus", {"beta": 2.0, "threshold": 1.0}), ("mish", {}), ("softsign", {}),
+                     ("log_sigmoid", {})]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", FUSED_ACTIVATIONS, ids=lambda a: f"{a[0]}{a[1]}")
+def test_fused_step_every_activation(fused_only, act, dtype):
+    name, kw = act
+    loss = fastmlp.CrossEntropyLoss()
+    ref = _run("numpy", _mlp(name, **kw), loss, "Adam", dict(lr=0.01), dtype)
+    got = _run("numba", _mlp(name, **kw), loss, "Adam", dict(lr=0.01), dtype)
+    assert len(fused_only) == 20
+    _compare(dtype, ref, got)
+
+
+LOSSES = [("CrossEntropyLoss", dict(reduction="sum")), ("CrossEntropyLoss", dict(label_smoothing=0.1)),
+          ("MSELoss", {}), ("MSELoss", dict(reduction="sum"))]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("loss", LOSSES, ids=lambda lo: f"{lo[0]}{lo[1]}")
+def test_fused_step_losses(fused_only, loss, dtype):
+    name, kw = loss
+    rng = np.random.default_rng(9)
+    X = rng.standard_normal((37, 13))
+    y = rng.standard_normal((37, 4)) if name == "MSELoss" else rng.integers(0, 4, 37)
+    # "sum" scales the gradient by the batch size: a smaller lr keeps training stable (an
+    # unstable run amplifies float32 rounding beyond any tolerance)
+    opt = dict(lr=0.05 if kw.get("reduction") != "sum" else 0.002, momentum=0.9)
+    ref = _run("numpy", _mlp("tanh"), getattr(fastmlp, name)(**kw), "SGD", opt, dtype, X=X, y=y)
+    got = _run("numba", _mlp("tanh"), getattr(fastmlp, name)(**kw), "SGD", opt, dtype, X=X, y=y)
+    _compare(dtype, ref, got)
+
+
+OPTIMIZERS = [
+    ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)),
+    ("SGD", dict(lr=0.1, momentum=0.5, dampening=0.3)),
+    ("Momentum", dict(lr=0.1, nesterov=True, weight_decay=0.01)),
+    ("Momentum", dict(lr=0.1, bias_correction=False)),
+    ("Adagrad", dict(lr=0.05, lr_decay=0.01, initial_accumulator_value=0.1, eps=0.0, eps_root=1e-8)),
+    ("RMSprop", dict(lr=0.002, momentum=0.5, weight_decay=0.01)),
+    ("RMSprop", dict(lr=0.01, bias_correction=True, eps=0.0, eps_root=1e-8)),
+    ("Adam", dict(lr=0.01, weight_decay=0.1, eps=0.0, eps_root=1e-8)),
+    ("AdamW", dict(lr=0.01, amsgrad=True)),
+    ("Adamax", dict(lr=0.01, weight_decay=0.05)),
+    ("NAdam", dict(lr=0.01, weight_decay=0.05, decoupled_weight_decay=True)),
+    ("Adadelta", dict(lr=1.0, rho=0.95, weight_decay=0.01)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("opt", OPTIMIZERS, ids=lambda o: f"{o[0]}{o[1]}")
+def test_fused_step_optimizers(fused_only, opt, dtype):
+    name, kw = opt
+    loss = fastmlp.CrossEntropyLoss()
+    # float32: 10 steps. RMSprop's g / sqrt(v) turns the last-bit differences of tiny gradient
+    # entries (another BLAS, another summation order) into O(1e-5) absolute differences of its
+    # momentum buffer after ~20 steps, which an entry that cancels to ~0.01 fails at rtol 1e-4.
+    steps = 10 if dtype == "float32" else 20
+    ref = _run("numpy", _mlp("relu"), loss, name, kw, dtype, steps=steps)
+    got = _run("numba", _mlp("relu"), loss, name, kw, dtype, steps=steps)
+    _compare(dtype, ref, got)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fused_step_without_bias_and_one_layer(fused_only, dtype):
+    def no_bias():
+        return [fastmlp.Linear(13, 6, bias=False, rng=1), fastmlp.ReLU(), fastmlp.Linear(6, 4, bias=False, rng=2)]
+
+    def one_layer():
+        return [fastmlp.Linear(13, 4, rng=1), fastmlp.Sigmoid()]
+
+    for layers in (no_bias, one_layer):
+        loss = fastmlp.CrossEntropyLoss()
+        _compare(dtype, _run("numpy", layers, loss, "Adam", {}, dtype), _run("numba", layers, loss, "Adam", {}, dtype))
+
+
+def test_fused_step_follows_learning_rate_changes(fused_only):
+    """lr is read at every step (schedulers): the kernel's coefficients are rebuilt each call."""
+    out = []
+    for backend in ("numpy", "numba"):
+        model = fastmlp.Sequential(*_mlp("relu")()).to(backend)
+        opt = fastmlp.optim.Adam(model.parameters(), lr=0.1)
+        rng = np.random.default_rng(0)
+        X, y = rng.standard_normal((8, 13)), rng.integers(0, 4, 8)
+        for step in range(6):
+            opt.param_groups[0]["lr"] = 0.1 / (step + 1)
+            model.train_step(X, y, fastmlp.CrossEntropyLoss(), opt)
+        out.append(model.state_dict())
+    for k in out[0]:
+        assert_matches(out[1][k], out[0][k], "float32", "step", None, k)
+
+
+def test_fused_step_reads_activation_hyper_parameters_at_every_step(fused_only):
+    out = []
+    for backend in ("numpy", "numba"):
+        model = fastmlp.Sequential(fastmlp.Linear(13, 17, rng=1), fastmlp.LeakyReLU(0.1),
+                                   fastmlp.Linear(17, 4, rng=2), dtype="float64").to(backend)
+        opt = fastmlp.optim.SGD(model.parameters(), lr=0.1)
+        rng = np.random.default_rng(0)
+        X, y = rng.standard_normal((8, 13)), rng.integers(0, 4, 8)
+        model.train_step(X, y, fastmlp.CrossEntropyLoss(), opt)
+        model.layers[1].negative_slope = 0.5
+        model.train_step(X, y, fastmlp.CrossEntropyLoss(), opt)
+        out.append(model.state_dict())
+    assert len(fused_only) == 2
+    for k in out[0]:
+        assert_matches(out[1][k], out[0][k], "float64", "step", None, k)
+
+
+FALLBACKS = {
+    "prelu": (lambda: [fastmlp.Linear(13, 6, rng=1), fastmlp.PReLU(), fastmlp.Linear(6, 4, rng=2)],
+              "CrossEntropyLoss", {}),
+    "trainable_silu": (lambda: [fastmlp.Linear(13, 6, rng=1), fastmlp.SiLU(trainable=True),
+                                fastmlp.Linear(6, 4, rng=2)], "CrossEntropyLoss", {}),
+    "two_activations": (lambda: [fastmlp.Linear(13, 6, rng=1), fastmlp.ReLU(), fastmlp.Tanh(),
+                                 fastmlp.Linear(6, 4, rng=2)], "CrossEntropyLoss", {}),
+    "softmax_nll": (lambda: [fastmlp.Linear(13, 4, rng=1), fastmlp.LogSoftmax()], "NLLLoss", {}),
+    "bce": (lambda: [fastmlp.Linear(13, 4, rng=1)], "BCEWithLogitsLoss", {}),
+    "reduction_none_is_refused_by_both": None,
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", [k for k, v in FALLBACKS.items() if v is not None])
+def test_uncovered_models_fall_back_to_the_reference_composition(monkeypatch, case, dtype):
+    layers, loss_name, kw = FALLBACKS[case]
+    calls = []
+    original = K.train_step
+    monkeypatch.setattr(K, "train_step", lambda *a: calls.append(1) or original(*a))
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((37, 13))
+    y = rng.integers(0, 2, (37, 4)).astype(float) if loss_name == "BCEWithLogitsLoss" else rng.integers(0, 4, 37)
+    loss = getattr(fastmlp, loss_name)(**kw)
+    ref = _run("numpy", layers, loss, "Adam", dict(lr=0.01), dtype, X=X, y=y)
+    got = _run("numba", layers, loss, "Adam", dict(lr=0.01), dtype, X=X, y=y)
+    assert calls == []
+    _compare(dtype, ref, got)
+
+
+def test_two_param_groups_fall_back(monkeypatch):
+    calls = []
+    original = K.train_step
+    monkeypatch.setattr(K, "train_step", lambda *a: calls.append(1) or original(*a))
+    out = []
+    for backend in ("numpy", "numba"):
+        model = fastmlp.Sequential(*_mlp("relu")()).to(backend)
+        p = model.parameters()
+        opt = fastmlp.optim.SGD([{"params": p[:2], "lr": 0.1}, {"params": p[2:], "lr": 0.01}], momentum=0.9)
+        rng = np.random.default_rng(0)
+        X, y = rng.standard_normal((8, 13)), rng.integers(0, 4, 8)
+        for _ in range(5):
+            model.train_step(X, y, fastmlp.CrossEntropyLoss(), opt)
+        out.append(model.state_dict())
+    assert calls == []
+    for k in out[0]:
+        assert_matches(out[1][k], out[0][k], "float32", "step", None, k)
+
+
+def test_fused_step_with_probability_targets_falls_back():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((8, 13))
+    y = rng.dirichlet(np.ones(4), 8)
+    loss = fastmlp.CrossEntropyLoss()
+    ref = _run("numpy", _mlp("relu"), loss, "Adam", {}, "float64", X=X, y=y, steps=5)
+    got = _run("numba", _mlp("relu"), loss, "Adam", {}, "float64", X=X, y=y, steps=5)
+    _compare("float64", ref, got)
+
+
+def test_fused_step_non_finite_loss_raises_and_updates_nothing():
+    for backend in ("numpy", "numba"):
+        model = fastmlp.Sequential(*_mlp("identity")(), dtype="float64").to(backend)
+        model.layers[-1].weight.data[...] = 1e308  # the logits overflow to +-inf: the loss is nan
+        opt = fastmlp.optim.NAdam(model.parameters())
+        before = {k: v.copy() for k, v in model.state_dict().items()}
+        X, y = np.full((4, 13), 100.0), np.array([0, 1, 2, 3])
+        with np.errstate(all="ignore"), pytest.raises(FloatingPointError, match="CrossEntropyLoss"):
+            model.train_step(X, y, fastmlp.CrossEntropyLoss(), opt)
+        assert opt.param_groups[0]["step"] == 0 and opt.param_groups[0]["mu_product"] == 1.0, backend
+        for k, v in model.state_dict().items():
+            np.testing.assert_array_equal(v, before[k], err_msg=f"{backend}: {k} changed")
+
+
+def test_fused_step_rejects_bad_labels_before_any_kernel(monkeypatch):
+    monkeypatch.setattr(K, "train_step", lambda *a: pytest.fail("kernel reached"))
+    model = fastmlp.Sequential(*_mlp("relu")()).to("numba")
+    opt = fastmlp.optim.Adam(model.parameters())
+    X = np.ones((3, 13))
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\)"):
+        model.train_step(X, np.array([0, 4, 1]), fastmlp.CrossEntropyLoss(), opt)
+    with pytest.raises(ValueError, match="shape"):
+        model.train_step(X, np.ones((3, 5)), fastmlp.MSELoss(), opt)
+    assert opt.param_groups[0]["step"] == 0
+
+
+def test_fused_step_input_copied_when_read_only():
+    model = fastmlp.Sequential(*_mlp("relu")()).to("numba")
+    ref = fastmlp.Sequential(*_mlp("relu")()).to("numpy")
+    X = np.random.default_rng(0).standard_normal((5, 13)).astype(np.float32)
+    X.setflags(write=False)
+    y = np.array([0, 1, 2, 3, 0])
+    for m in (model, ref):
+        m.train_step(X, y, fastmlp.CrossEntropyLoss(), fastmlp.optim.SGD(m.parameters(), lr=0.1))
+    for k in model.state_dict():
+        assert_matches(model.state_dict()[k], ref.state_dict()[k], "float32", "step", None, k)
+
+
+# ---------------------------------------------------------------------------- flush to zero
+FTZ_CASES = {
+    "sgd_step": (1, dict(momentum=0.5)),
+    "momentum_step": (1, dict(beta=0.5)),
+    "rmsprop_step": (3, dict(alpha=0.5, centered=True, momentum=0.5)),
+    "adam_step": (3, dict(beta1=0.5, beta2=0.5, amsgrad=False)),
+    "adamax_step": (2, dict(beta1=0.5)),
+    "nadam_step": (2, dict(beta1=0.5, beta2=0.5)),
+    "adadelta_step": (2, dict(rho=0.5)),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", sorted(FTZ_CASES))
+def test_dead_units_leave_no_denormals_in_the_state(op, dtype):
+    """After one real gradient, 1,200 zero gradients decay the state past the smallest normal
+    number (with rate 0.5: 2^-1200 < 1e-308): the kernels flush it to zero, so later steps never
+    run on denormals; the parameters still equal the reference's."""
+    n_state, hyper = FTZ_CASES[op]
+    n = 33
+    rng = np.random.default_rng(0)
+    p0 = rng.standard_normal(n).astype(dtype)
+    g1 = rng.standard_normal(n).astype(dtype)
+    runs = {}
+    for be in (REF, NB):
+        p = p0.copy()
+        state = [np.zeros(n, dtype) for _ in range(n_state)]
+        if op == "adam_step":
+            state[2] = None
+        mu_product = 1.0
+        for step in range(1, 1201):
+            g = g1 if step == 1 else np.zeros(n, dtype)
+            extra = {}
+            if op == "nadam_step":
+                mu_product *= REF.nadam_mu(step, hyper["beta1"], 4e-3)
+                extra["mu_product"] = mu_product
+            with np.errstate(all="ignore"):
+                getattr(be, op)(p, g, *state, lr=0.01, step=step, **extra, **hyper)
+        runs[be.name] = (p, state)
+    tiny = np.finfo(dtype).tiny
+    for s in runs["numba"][1]:
+        if s is not None:
+            assert not np.any((s != 0) & (np.abs(s) < tiny)), f"{op}: denormals left in the state"
+    assert_matches(runs["numba"][0], runs["numpy"][0], dtype, "step", None, f"{op} params")
+    for a, e in zip(runs["numba"][1], runs["numpy"][1]):
+        if e is not None:
+            assert_matches(a, e, dtype, "step", None, f"{op} state")
+
+
+# ---------------------------------------------------------------------------- float32 approximations
+def test_float32_exp_and_tanh_approximations_over_the_whole_range():
+    """The vectorisable float32 exp/tanh/expm1 behind the float32 kernels, checked against
+    float64 NumPy far beyond the random inputs of the generic suite: every magnitude from 1e-8
+    to 100, saturation, and the special values."""
+    mag = np.geomspace(1e-8, 100, 200_001)
+    x = np.concatenate([-mag[::-1], [0.0], mag]).astype(np.float32)
+    x64 = x.astype(np.float64)
+    cases = [
+        ("tanh", (), np.tanh(x64), 1e-7, 3e-7),
+        ("sigmoid", (), 1 / (1 + np.exp(-x64)), 1e-7, 3e-7),
+        ("elu", (), np.where(x64 > 0, x64, np.expm1(np.minimum(x64, 0))), 1e-7, 3e-7),
+        ("mish", (), x64 * np.tanh(np.logaddexp(0, x64)), 1e-7, 5e-7),
+        ("gelu", ("tanh",), 0.5 * x64 * (1 + np.tanh(np.sqrt(2 / np.pi) * (x64 + 0.044715 * x64**3))), 1e-6, 1e-6),
+    ]
+    for name, hyper, expected, atol, rtol in cases:
+        with np.errstate(over="ignore"):
+            got = getattr(NB, f"{name}_forward")(x, *hyper).astype(np.float64)
+        err = np.abs(got - expected)
+        bad = err > atol + rtol * np.abs(expected)
+        assert not bad.any(), f"{name}: {bad.sum()} values off, worst at x={x[np.argmax(err)]}: {err.max():.3g}"
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0], np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):
+        np.testing.assert_array_equal(NB.tanh_forward(special), [np.nan, 1, -1, 0, -0.0])
+        np.testing.assert_array_equal(NB.sigmoid_forward(special), [np.nan, 1, 0, 0.5, 0.5])
+        np.testing.assert_array_equal(NB.elu_forward(special), [np.nan, np.inf, -1, 0, 0])
+        assert np.isnan(NB.mish_forward(special[:1])[0]) and np.isnan(NB.gelu_forward(special[:1], "tanh")[0])
+
+
+# ---------------------------------------------------------------------------- per-op fallbacks and checks
+def test_non_contiguous_parameters_update_in_place_through_the_reference():
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal(40).astype(np.float32)
+    base_ref = base.copy()
+    g = rng.standard_normal(20).astype(np.float32)
+    m, v = np.zeros(20, np.float32), np.zeros(20, np.float32)
+    NB.adam_step(base[::2], g, m, v, None, lr=0.1, step=1)
+    REF.adam_step(base_ref[::2], g, np.zeros(20, np.float32), np.zeros(20, np.float32), None, lr=0.1, step=1)
+    assert_matches(base, base_ref, "float32", "step", None, "strided parameters")
+
+
+def test_float16_runs_the_reference():
+    Z = np.linspace(-2, 2, 11).astype(np.float16)
+    Y = NB.relu_forward(Z)
+    assert Y.dtype == np.float16
+    np.testing.assert_array_equal(Y, REF.relu_forward(Z))
+    p, g = np.ones(4, np.float16), np.ones(4, np.float16)
+    NB.sgd_step(p, g, None, lr=0.5, step=1)
+    np.testing.assert_array_equal(p, np.full(4, 0.5, np.float16))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_read_only_inputs(dtype):
+    rng = np.random.default_rng(1)
+    X, W, b = rng.standard_normal((5, 3)).astype(dtype), rng.standard_normal((4, 3)).astype(dtype), np.ones(4, dtype)
+    for a in (X, W, b):
+        a.setflags(write=False)
+    assert_matches(NB.dense_forward(X, W, b, "tanh"), REF.dense_forward(X, W, b, "tanh"), dtype)
+    assert_matches(NB.gelu_forward(X), REF.gelu_forward(X), dtype)
+
+
+def test_bad_shapes_and_labels_raise_before_any_kernel():
+    f = np.float32
+    X, W = np.ones((4, 3), f), np.ones((2, 5), f)
+    with pytest.raises(ValueError, match="dense_forward"):
+        NB.dense_forward(X, W)
+    with pytest.raises(ValueError, match="bias"):
+        NB.dense_forward(X, np.ones((2, 3), f), np.ones(3, f))
+    with pytest.raises(ValueError, match="dW has shape"):
+        NB.dense_backward(np.ones((4, 2), f), X, np.ones((2, 3), f), np.ones((4, 2), f), dW=np.ones((3, 2), f))
+    with pytest.raises(ValueError, match="cannot be fused"):
+        NB.dense_forward(X, np.ones((2, 3), f), None, "gelu")
+    logits = np.zeros((3, 4), f)
+    for op in ("cross_entropy_loss", "nll_loss"):
+        with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\)"):
+            getattr(NB, op)(logits, np.array([0, 1, 4]))
+        with pytest.raises(ValueError, match=r"labels must lie"):
+            getattr(NB, op)(logits, np.array([0, -1, 2]))
+    p = np.ones(5, f)
+    with pytest.raises(ValueError, match="required"):
+        NB.adam_step(p, np.ones(5, f), np.zeros(5, f), np.zeros(5, f), None, lr=0.1, step=1, amsgrad=True)
+    with pytest.raises(ValueError, match="elements"):
+        NB.adam_step(p, np.ones(5, f), np.zeros(4, f), np.zeros(5, f), None, lr=0.1, step=1)
+    with pytest.raises(ValueError, match="gradient of shape"):
+        NB.sgd_step(p, np.ones(4, f), None, lr=0.1, step=1)
+    with pytest.raises(ValueError, match="one shape"):
+        NB.tanh_backward(np.ones(3, f), np.ones(3, f), np.ones(4, f))
+    np.testing.assert_array_equal(p, np.ones(5, f))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dense_backward_without_buffers(dtype):
+    """dW=None allocates, db=None computes no bias gradient, as the reference does."""
+    rng = np.random.default_rng(4)
+    X, W = rng.standard_normal((6, 5)).astype(dtype), rng.standard_normal((3, 5)).astype(dtype)
+    Y = REF.dense_forward(X, W, None, "sigmoid")
+    dY = rng.standard_normal((6, 3)).astype(dtype)
+    got, ref = NB.dense_backward(dY, X, W, Y, "sigmoid"), REF.dense_backward(dY, X, W, Y, "sigmoid")
+    assert got[2] is None and ref[2] is None
+    assert_matches(got[0], ref[0], dtype, "backward")
+    assert_matches(got[1], ref[1], dtype, "backward")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_activations_on_3d_and_0d_inputs(dtype):
+    rng = np.random.default_rng(6)
+    Z = rng.standard_normal((2, 3, 5)).astype(dtype)
+    for name in ("softmax", "log_softmax", "elu", "mish"):
+        assert_matches(getattr(NB, f"{name}_forward")(Z), getattr(REF, f"{name}_forward")(Z), dtype, what=name)
+    alpha = rng.uniform(0.1, 0.3, 5).astype(dtype)
+    assert_matches(NB.prelu_forward(Z, alpha), REF.prelu_forward(Z, alpha), dtype)
+    z0 = np.asarray(-0.5, dtype)
+    assert_matches(NB.sigmoid_forward(z0), REF.sigmoid_forward(z0), dtype)
+
+
+# ---------------------------------------------------------------------------- JIT, cache, environment
+def _python(code: str, env_extra: dict[str, str] | None = None) -> str:
+    env = {**os.environ, **(env_extra or {})}
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env,
+                         check=False)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+@pytest.mark.skipif(not JIT, reason="NUMBA_DISABLE_JIT: there is nothing compiled to check")
+def test_loading_the_backend_compiles_nothing_and_the_disk_cache_is_used():
+    code = """
+        import importlib, numpy as np, fastmlp
+        be = fastmlp.get_backend("numba")
+        K = importlib.import_module("fastmlp.backends._numba_kernels")
+        print(len(K.relu_forward.signatures))
+        be.relu_forward(np.ones(3, np.float32))
+        print(sum(K.relu_forward.stats.cache_hits.values()))
+    """
+    _python(code)  # fill the cache if this is its first use
+    compiled_at_load, hits = _python(code).split()
+    assert compiled_at_load == "0"
+    assert int(hits) >= 1, "the second process recompiled instead of loading the on-disk cache"
+
+
+def test_fastmlp_backend_env_selects_numba_end_to_end():
+    code = """
+        import numpy as np, fastmlp
+        rng = np.random.default_rng(0)
+        X, y = rng.standard_normal((64, 6)), rng.integers(0, 3, 64)
+        model = fastmlp.MLP(6, [16], 3)
+        opt = fastmlp.optim.Adam(model.parameters(), lr=0.05)
+        loss = fastmlp.CrossEntropyLoss()
+        first = model.train_step(X, y, loss, opt)
+        for _ in range(100):
+            last = model.train_step(X, y, loss, opt)
+        acc = (model.predict(X) == y).mean()
+        print(fastmlp.get_backend().name, first > last, acc > 0.6)
+    """
+    out = _python(code, {"FASTMLP_BACKEND": "numba"}).splitlines()
+    assert out == ["numba True True"]
+
+
+@pytest.mark.skipif(not hasattr(fastmlp, "fit"), reason="fastmlp.fit is not on this branch yet")
+def test_fit_with_fastmlp_backend_numba():
+    code = """
+        import numpy as np, fastmlp
+        rng = np.random.default_rng(0)
+        X, y = rng.standard_normal((256, 6)), rng.integers(0, 3, 256)
+        X[np.arange(256), y] += 3.0
+        model = fastmlp.MLP(6, [16], 3)
+        fastmlp.fit(model, (X, y), loss="cross_entropy", optimizer="adam", lr=0.01, epochs=5,
+                    batch_size=32, verbose=0)
+        print(fastmlp.get_backend().name, (model.predict(X) == y).mean() > 0.9)
+    """
+    assert _python(code, {"FASTMLP_BACKEND": "numba"}).splitlines()[-1] == "numba True"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("fastmlp.__main__") is None, reason="no CLI on this branch yet")
+def test_cli_train_with_fastmlp_backend_numba():
+    env = {**os.environ, "FASTMLP_BACKEND": "numba"}
+    out = subprocess.run([sys.executable, "-m", "fastmlp", "train", "--dataset", "mnist", "--subset", "3000",
+                          "--val-size", "500", "--hidden", "32", "--epochs", "2", "--lr", "0.01", "--quiet"],
+                         capture_output=True, text=True, env=env, check=False)
+    assert out.returncode == 0, out.stderr
+    accuracy = float(out.stdout.split("Test accuracy:")[1].split("%")[0])
+    assert accuracy > 80, out.stdout
