@@ -7,6 +7,8 @@ registers gets all of this for free; nothing here compares a backend with itself
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 from helpers import DTYPES, TOL, assert_matches, backend_params, to_host
@@ -60,7 +62,7 @@ def backend(request):
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("name", sorted(ACTIVATION_CASES))
 def test_activation(backend, name, shape, dtype):
-    rng = np.random.default_rng(hash((name, shape)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(f"{name}{shape}".encode()))  # fixed across runs
     Z = _rand(rng, shape, dtype)
     dY = _rand(rng, shape, dtype, 1.0)
     for hyper in ACTIVATION_CASES[name]:

@@ -242,16 +242,17 @@ class Backend:
     @op
     def prelu_backward(self, dY, Z, Y, alpha, param_grad: bool = True):
         """``dz = dy if z >= 0 else alpha dy``; ``dalpha = sum dy * min(0, z)`` over every axis
-        that ``alpha`` is broadcast along. Returns ``(dZ, dalpha)``."""
+        that ``alpha`` is broadcast along, accumulated in float64 (a sum over the whole batch
+        nearly cancels). Returns ``(dZ, dalpha)``."""
         xp = self.xp
         dZ = xp.where(Z >= 0, dY, alpha * dY)
         if not param_grad:
             return dZ, None
         contrib = xp.where(Z >= 0, 0, dY * Z)
         if alpha.size == 1:
-            dalpha = contrib.sum().reshape(alpha.shape)
+            dalpha = contrib.sum(dtype=xp.float64).reshape(alpha.shape)
         else:
-            dalpha = contrib.reshape(-1, alpha.size).sum(axis=0).reshape(alpha.shape)
+            dalpha = contrib.reshape(-1, alpha.size).sum(axis=0, dtype=xp.float64).reshape(alpha.shape)
         return dZ, dalpha.astype(dY.dtype, copy=False)
 
     @op
@@ -267,7 +268,7 @@ class Backend:
                           param_grad: bool = True):
         """``d/dz = sigma(beta z)``;
         ``d/dbeta = (z sigma(beta z) - softplus_beta(z)) / beta`` (0 in the linear region).
-        Returns ``(dZ, dbeta)`` with ``dbeta`` of shape (1,)."""
+        Returns ``(dZ, dbeta)`` with ``dbeta`` of shape (1,), accumulated in float64."""
         xp = self.xp
         bz = beta * Z
         linear = bz > threshold
@@ -275,7 +276,7 @@ class Backend:
         dZ = xp.where(linear, dY, dY * s)
         if not param_grad:
             return dZ, None
-        dbeta = xp.where(linear, 0, dY * (Z * s - Y) / beta).sum()
+        dbeta = xp.where(linear, 0, dY * (Z * s - Y) / beta).sum(dtype=xp.float64)
         return dZ, dbeta.reshape(1).astype(dY.dtype, copy=False)
 
     @op
@@ -307,13 +308,14 @@ class Backend:
     @op
     def silu_backward(self, dY, Z, Y, beta: float = 1.0, param_grad: bool = True):
         """``d/dz = s + beta z s (1 - s)``, ``d/dbeta = z^2 s (1 - s)`` with ``s = sigma(beta z)``.
-        Returns ``(dZ, dbeta)`` with ``dbeta`` of shape (1,)."""
+        Returns ``(dZ, dbeta)`` with ``dbeta`` of shape (1,), accumulated in float64."""
+        xp = self.xp
         s = self.sigmoid_forward(beta * Z)
         ds = s * (1 - s)
         dZ = dY * (s + beta * Z * ds)
         if not param_grad:
             return dZ, None
-        return dZ, (dY * Z * Z * ds).sum().reshape(1).astype(dY.dtype, copy=False)
+        return dZ, (dY * Z * Z * ds).sum(dtype=xp.float64).reshape(1).astype(dY.dtype, copy=False)
 
     @op
     def mish_forward(self, Z):
