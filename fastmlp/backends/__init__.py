@@ -47,6 +47,7 @@ __all__ = [
 # name -> ("module:Class", install hint). Registering a backend is one line here.
 _REGISTRY: dict[str, tuple[str, str]] = {
     "numpy": ("fastmlp.backends.numpy_backend:NumpyBackend", "pip install fastmlp"),
+    "cupy": ("fastmlp.backends.cupy_backend:CupyBackend", "pip install 'fastmlp[cupy]' (an NVIDIA GPU, sm_75+)"),
 }
 
 # The order `auto` tries, fastest first, as measured by `python -m fastmlp bench`.

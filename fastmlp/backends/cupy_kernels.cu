@@ -453,7 +453,7 @@ __global__ void log_softmax_backward(const T* dY, const T* Y, T* dZ, long long r
 
 // ------------------------------------------------------------------ losses
 // Softmax + cross-entropy from logits (rows, cols), one block per row:
-//   lse = max z + log sum_c e^{z_c - max z},   log p_c = z_c - lse
+//   log p_c = (z_c - max z) - log sum_k e^{z_k - max z}
 //   q_c = (1 - ls) [c == t] + ls / C      (labels t, int64)   or   (1 - ls) Q_c + ls / C (probs)
 //   L[n] = -sum_c q_c log p_c,   G[n, c] = (p_c - q_c) * r   (G may be NULL)
 // Exactly one of labels / probs is not NULL.
@@ -470,13 +470,13 @@ __global__ void cross_entropy_loss(const T* logits, const long long* labels, con
         T s = T(0);
         for (long long c = threadIdx.x; c < cols; c += blockDim.x) s += exp(z[c] - m);
         s = block_sum(s, sh);
-        T lse = m + log(s);
+        T log_s = log(s);
         long long t = labels ? labels[n] : -1;
         T loss = T(0);
         for (long long c = threadIdx.x; c < cols; c += blockDim.x) {
             T q = labels ? (c == t ? T(1) : T(0)) : probs[n * cols + c];
             if (ls != T(0)) q = q * (T(1) - ls) + uniform;
-            T logp = z[c] - lse;
+            T logp = (z[c] - m) - log_s;
             loss -= q * logp;
             if (G) G[n * cols + c] = (exp(logp) - q) * r;
         }
@@ -569,8 +569,10 @@ __global__ void nll_loss(const T* logp, const long long* labels, T* L, T* G, lon
 
 // ------------------------------------------------------------------ optimizers
 // One pass over n parameters: read p, g and the state once, write p and the state once.
-// g is never written. Scalars that depend only on the step (bias corrections, schedules)
-// are computed on the host in double and passed as T. Optional state may be NULL.
+// g is never written. Scalars that depend only on the hyper-parameters and the step (1 - beta,
+// bias corrections, schedules) are computed on the host in double and passed rounded to T, as
+// the reference does (in float32, 1 - 0.9f is not the float nearest to 0.1). Optional state
+// may be NULL.
 
 // SGD (PyTorch): g' = g + wd p; with momentum mu: buf = g' at the first step, else
 //   buf = mu buf + (1 - dampening) g';  u = g' + mu buf (nesterov) or buf;  p -= lr u
@@ -593,15 +595,15 @@ __global__ void sgd_step(T* p, const T* g, T* buf, long long n, T lr, T momentum
 // The course's momentum: m = beta m + (1 - beta) g';  u = m or beta m + (1 - beta) g' (nesterov);
 //   p -= scale u,  scale = lr / (1 - beta^t) with bias correction, else lr
 template <typename T>
-__global__ void momentum_step(T* p, const T* g, T* m, long long n, T scale, T beta, T weight_decay,
-                              int nesterov) {
+__global__ void momentum_step(T* p, const T* g, T* m, long long n, T scale, T beta, T one_minus_beta,
+                              T weight_decay, int nesterov) {
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (long long)gridDim.x * blockDim.x) {
         T gi = g[i];
         if (weight_decay != T(0)) gi += weight_decay * p[i];
-        T mi = beta * m[i] + (T(1) - beta) * gi;
+        T mi = beta * m[i] + one_minus_beta * gi;
         m[i] = mi;
-        T u = nesterov ? beta * mi + (T(1) - beta) * gi : mi;
+        T u = nesterov ? beta * mi + one_minus_beta * gi : mi;
         p[i] -= scale * u;
     }
 }
@@ -626,16 +628,17 @@ __global__ void adagrad_step(T* p, const T* g, T* state_sum, long long n, T clr,
 // grad_avg is NULL unless centered, momentum_buffer NULL unless momentum > 0.
 template <typename T>
 __global__ void rmsprop_step(T* p, const T* g, T* square_avg, T* grad_avg, T* momentum_buffer, long long n,
-                             T lr, T alpha, T eps, T weight_decay, T momentum, T c, T eps_root) {
+                             T lr, T alpha, T one_minus_alpha, T eps, T weight_decay, T momentum, T c,
+                             T eps_root) {
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (long long)gridDim.x * blockDim.x) {
         T gi = g[i];
         if (weight_decay != T(0)) gi += weight_decay * p[i];
-        T v = alpha * square_avg[i] + (T(1) - alpha) * gi * gi;
+        T v = alpha * square_avg[i] + one_minus_alpha * gi * gi;
         square_avg[i] = v;
         v = v * c;
         if (grad_avg) {
-            T a = alpha * grad_avg[i] + (T(1) - alpha) * gi;
+            T a = alpha * grad_avg[i] + one_minus_alpha * gi;
             grad_avg[i] = a;
             a = a * c;
             v = v - a * a;
@@ -657,8 +660,8 @@ __global__ void rmsprop_step(T* p, const T* g, T* square_avg, T* grad_avg, T* mo
 // max_exp_avg_sq is NULL unless amsgrad.
 template <typename T>
 __global__ void adam_step(T* p, const T* g, T* exp_avg, T* exp_avg_sq, T* max_exp_avg_sq, long long n,
-                          T step_size, T beta1, T beta2, T eps, T weight_decay, T decay_factor, T bc2,
-                          T eps_root, int decoupled) {
+                          T step_size, T beta1, T one_minus_beta1, T beta2, T one_minus_beta2, T eps,
+                          T weight_decay, T decay_factor, T bc2, T eps_root, int decoupled) {
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (long long)gridDim.x * blockDim.x) {
         T gi = g[i];
@@ -667,8 +670,8 @@ __global__ void adam_step(T* p, const T* g, T* exp_avg, T* exp_avg_sq, T* max_ex
             if (decoupled) pi *= decay_factor;
             else gi += weight_decay * pi;
         }
-        T m = beta1 * exp_avg[i] + (T(1) - beta1) * gi;
-        T v = beta2 * exp_avg_sq[i] + (T(1) - beta2) * gi * gi;
+        T m = beta1 * exp_avg[i] + one_minus_beta1 * gi;
+        T v = beta2 * exp_avg_sq[i] + one_minus_beta2 * gi * gi;
         exp_avg[i] = m;
         exp_avg_sq[i] = v;
         if (max_exp_avg_sq) {
@@ -684,12 +687,12 @@ __global__ void adam_step(T* p, const T* g, T* exp_avg, T* exp_avg_sq, T* max_ex
 //   step_size = lr / (1 - b1^t)
 template <typename T>
 __global__ void adamax_step(T* p, const T* g, T* exp_avg, T* exp_inf, long long n, T step_size, T beta1,
-                            T beta2, T eps, T weight_decay) {
+                            T one_minus_beta1, T beta2, T eps, T weight_decay) {
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (long long)gridDim.x * blockDim.x) {
         T gi = g[i];
         if (weight_decay != T(0)) gi += weight_decay * p[i];
-        T m = beta1 * exp_avg[i] + (T(1) - beta1) * gi;
+        T m = beta1 * exp_avg[i] + one_minus_beta1 * gi;
         T a = beta2 * exp_inf[i], b = fabs(gi) + eps;
         T u = a > b ? a : b;
         exp_avg[i] = m;
@@ -703,7 +706,8 @@ __global__ void adamax_step(T* p, const T* g, T* exp_avg, T* exp_inf, long long 
 // with c_grad = lr (1 - mu_t) / (1 - mu_product), c_avg = lr mu_{t+1} / (1 - mu_product mu_{t+1})
 template <typename T>
 __global__ void nadam_step(T* p, const T* g, T* exp_avg, T* exp_avg_sq, long long n, T c_grad, T c_avg,
-                           T beta1, T beta2, T eps, T weight_decay, T decay_factor, T bc2, int decoupled) {
+                           T beta1, T one_minus_beta1, T beta2, T one_minus_beta2, T eps, T weight_decay,
+                           T decay_factor, T bc2, int decoupled) {
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (long long)gridDim.x * blockDim.x) {
         T gi = g[i];
@@ -712,8 +716,8 @@ __global__ void nadam_step(T* p, const T* g, T* exp_avg, T* exp_avg_sq, long lon
             if (decoupled) pi *= decay_factor;
             else gi += weight_decay * pi;
         }
-        T m = beta1 * exp_avg[i] + (T(1) - beta1) * gi;
-        T v = beta2 * exp_avg_sq[i] + (T(1) - beta2) * gi * gi;
+        T m = beta1 * exp_avg[i] + one_minus_beta1 * gi;
+        T v = beta2 * exp_avg_sq[i] + one_minus_beta2 * gi * gi;
         exp_avg[i] = m;
         exp_avg_sq[i] = v;
         T d = sqrt(v / bc2) + eps;
@@ -726,16 +730,16 @@ __global__ void nadam_step(T* p, const T* g, T* exp_avg, T* exp_avg_sq, long lon
 // Adadelta: s = rho s + (1 - rho) g'^2;  delta = sqrt(D + eps) / sqrt(s + eps) g';
 //   D = rho D + (1 - rho) delta^2;  p -= lr delta
 template <typename T>
-__global__ void adadelta_step(T* p, const T* g, T* square_avg, T* acc_delta, long long n, T lr, T rho, T eps,
-                              T weight_decay) {
+__global__ void adadelta_step(T* p, const T* g, T* square_avg, T* acc_delta, long long n, T lr, T rho,
+                              T one_minus_rho, T eps, T weight_decay) {
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (long long)gridDim.x * blockDim.x) {
         T gi = g[i];
         if (weight_decay != T(0)) gi += weight_decay * p[i];
-        T s = rho * square_avg[i] + (T(1) - rho) * gi * gi;
+        T s = rho * square_avg[i] + one_minus_rho * gi * gi;
         square_avg[i] = s;
         T delta = sqrt(acc_delta[i] + eps) / sqrt(s + eps) * gi;
-        acc_delta[i] = rho * acc_delta[i] + (T(1) - rho) * delta * delta;
+        acc_delta[i] = rho * acc_delta[i] + one_minus_rho * delta * delta;
         p[i] -= lr * delta;
     }
 }

@@ -6,13 +6,18 @@
 //   threaded = 0: every CUDA thread runs after the other on the calling thread (grid-stride
 //                 kernels without __syncthreads); a __syncthreads() is then reported as an error.
 //   threaded = 1: one OS thread per CUDA thread of a block, all blocks run in turn by the same
-//                 threads, a std::barrier for __syncthreads() and between blocks.
+//                 threads, a std::barrier for __syncthreads() and between blocks. The OS threads
+//                 are kept in a pool across launches (creating 256 threads per launch would
+//                 dominate the run time of the tests).
 // emu::signature(kernel) describes the parameter types ("*float32", "int64", ...) so that the
 // Python launcher can reject a wrong argument before anything runs.
 #pragma once
 
 #include <barrier>
+#include <condition_variable>
+#include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -30,6 +35,54 @@ namespace emu {
 static std::barrier<>* g_barrier = nullptr;
 static bool g_sync_outside_threaded = false;
 static std::mutex g_launch_mutex;
+
+// Worker threads that outlive launches: execute(n, f) runs f(0) ... f(n - 1) on n of them
+// concurrently and returns when all are done. Never destroyed (threads blocked in a wait at exit
+// are simply ended with the process).
+class Pool {
+  public:
+    void execute(unsigned n, std::function<void(unsigned)> f) {
+        std::unique_lock<std::mutex> lk(m_);
+        while (workers_.size() < n) {
+            unsigned id = static_cast<unsigned>(workers_.size());
+            workers_.emplace_back([this, id] { work(id); });
+        }
+        job_ = std::move(f);
+        job_threads_ = n;
+        remaining_ = n;
+        ++generation_;
+        start_.notify_all();
+        done_.wait(lk, [this] { return remaining_ == 0; });
+        job_ = nullptr;
+    }
+
+  private:
+    void work(unsigned id) {
+        std::uint64_t seen = 0;
+        std::unique_lock<std::mutex> lk(m_);
+        for (;;) {
+            start_.wait(lk, [&] { return generation_ != seen; });
+            seen = generation_;
+            if (id >= job_threads_) continue;
+            auto& job = job_;
+            lk.unlock();
+            job(id);
+            lk.lock();
+            if (--remaining_ == 0) done_.notify_all();
+        }
+    }
+    std::mutex m_;
+    std::condition_variable start_, done_;
+    std::vector<std::thread> workers_;
+    std::function<void(unsigned)> job_;
+    unsigned job_threads_ = 0, remaining_ = 0;
+    std::uint64_t generation_ = 0;
+};
+
+inline Pool& pool() {
+    static Pool* p = new Pool;  // leaked on purpose, see above
+    return *p;
+}
 
 template <class T> const char* scalar_code();
 template <> inline const char* scalar_code<float>() { return "float32"; }
@@ -89,21 +142,16 @@ int launch(void (*f)(A...), const unsigned* g, const unsigned* b, void** args, i
     }
     std::barrier<> bar(n_threads);
     g_barrier = &bar;
-    std::vector<std::thread> pool;
-    pool.reserve(n_threads);
-    for (unsigned ti = 0; ti < n_threads; ++ti) {
-        pool.emplace_back([&, ti] {
-            gridDim = grid;
-            blockDim = block;
-            set_index(threadIdx, ti, block);
-            for (unsigned bi = 0; bi < n_blocks; ++bi) {
-                set_index(blockIdx, bi, grid);
-                invoke(f, args, seq);
-                bar.arrive_and_wait();  // the whole block is done before the next one starts
-            }
-        });
-    }
-    for (auto& t : pool) t.join();
+    pool().execute(n_threads, [&](unsigned ti) {
+        gridDim = grid;
+        blockDim = block;
+        set_index(threadIdx, ti, block);
+        for (unsigned bi = 0; bi < n_blocks; ++bi) {
+            set_index(blockIdx, bi, grid);
+            invoke(f, args, seq);
+            bar.arrive_and_wait();  // the whole block is done before the next one starts
+        }
+    });
     g_barrier = nullptr;
     return 0;
 }
