@@ -113,10 +113,11 @@ template <typename T> __device__ __forceinline__ T softplus_backward(T z, T beta
     T bz = beta * z;
     return bz > threshold ? T(1) : sigmoid_value(bz);
 }
-// d/dbeta = (z sigma(beta z) - y) / beta (0 in the linear region)
-template <typename T> __device__ __forceinline__ T softplus_dbeta(T z, T y, T beta, T threshold) {
+// dy d/dbeta = dy (z sigma(beta z) - y) / beta (0 in the linear region); the products are
+// associated as in the reference, since the backend sums these terms (a sum that may cancel)
+template <typename T> __device__ __forceinline__ T softplus_dbeta(T dy, T z, T y, T beta, T threshold) {
     T bz = beta * z;
-    return bz > threshold ? T(0) : (z * sigmoid_value(bz) - y) / beta;
+    return bz > threshold ? T(0) : dy * (z * sigmoid_value(bz) - y) / beta;
 }
 
 // softsign(z) = z / (1 + |z|);  softsign' = 1 / (1 + |z|)^2
@@ -136,9 +137,9 @@ template <typename T> __device__ __forceinline__ T silu_backward(T z, T beta) {
     T s = sigmoid_value(beta * z);
     return s + beta * z * (s * (T(1) - s));
 }
-template <typename T> __device__ __forceinline__ T silu_dbeta(T z, T beta) {
+template <typename T> __device__ __forceinline__ T silu_dbeta(T dy, T z, T beta) {
     T s = sigmoid_value(beta * z);
-    return z * z * (s * (T(1) - s));
+    return dy * z * z * (s * (T(1) - s));  // dy d/dbeta, associated as in the reference
 }
 
 // mish(z) = z tanh(softplus(z));  mish' = t + z sigma(z) (1 - t^2), t = tanh(softplus(z))
@@ -352,8 +353,8 @@ __global__ void activation_backward(const T* dY, const T* Z, const T* Y, T* dZ, 
          i += (long long)gridDim.x * blockDim.x) {
         T dy = dY[i], z = Z[i], y = Y[i];
         if (dparam) {
-            if (act == ACT_SOFTPLUS) dparam[i] = dy * softplus_dbeta(z, y, h1, h2);
-            else if (act == ACT_SILU) dparam[i] = dy * silu_dbeta(z, h1);
+            if (act == ACT_SOFTPLUS) dparam[i] = softplus_dbeta(dy, z, y, h1, h2);
+            else if (act == ACT_SILU) dparam[i] = silu_dbeta(dy, z, h1);
             else dparam[i] = T(0);
         }
         dZ[i] = dy * activation_derivative(act, z, y, h1, h2);

@@ -2,11 +2,12 @@
 //
 // What it provides
 //   - the keywords __global__, __device__, __host__, __forceinline__ (empty or `inline`);
-//   - __shared__ as `static`: one array per kernel instantiation, shared by the OS threads that
-//     stand for the CUDA threads of the block being run (blocks run one after another);
+//   - __shared__ as `static`: one array per kernel instantiation, shared by the simulated
+//     threads of the block being run (blocks run one after another);
 //   - the built-ins threadIdx, blockIdx, blockDim, gridDim as `thread_local` variables, set by
-//     the launcher (cuda_emu_runtime.h) before each simulated thread runs;
-//   - __syncthreads(), a barrier among the OS threads of the block;
+//     the launcher (cuda_emu_runtime.h) before each simulated thread runs or resumes;
+//   - __syncthreads(), a barrier of the block (the launcher runs the threads of a block as
+//     fibers and resumes them in turn);
 //   - the float and double math functions CUDA provides in device code (from <cmath>).
 // Included before the kernel source by the translation unit tests/cuda_emu/emu.py generates.
 #pragma once

@@ -3,27 +3,40 @@
 //
 // emu::launch(kernel, grid, block, args, threaded) runs kernel<<<grid, block>>>(args...), where
 // args is CUDA's kernelParams: one pointer per parameter, to a value of the parameter's type.
-//   threaded = 0: every CUDA thread runs after the other on the calling thread (grid-stride
-//                 kernels without __syncthreads); a __syncthreads() is then reported as an error.
-//   threaded = 1: one OS thread per CUDA thread of a block, all blocks run in turn by the same
-//                 threads, a std::barrier for __syncthreads() and between blocks. The OS threads
-//                 are kept in a pool across launches (creating 256 threads per launch would
-//                 dominate the run time of the tests).
+//   threaded = 0: every CUDA thread runs after the other (grid-stride kernels without
+//                 __syncthreads); a __syncthreads() is then reported as an error.
+//   threaded = 1: every CUDA thread of a block gets its own stack and context (a fiber:
+//                 ucontext), and __syncthreads() switches back to a scheduler that resumes the
+//                 next thread; a block's barrier is passed when every thread of the block has
+//                 reached it. Blocks run one after another.
+// Why fibers rather than one OS thread per CUDA thread: a barrier among 256 OS threads on a
+// 2-core machine costs about a millisecond, a fiber switch well under a microsecond, and the
+// schedule is deterministic: a missing __syncthreads makes thread 0 read shared memory before
+// the other threads have written it, every time (an OS-thread race shows up only sometimes);
+// a __syncthreads reached by some threads of a block but not others (undefined in CUDA) is
+// reported as an error.
 // emu::signature(kernel) describes the parameter types ("*float32", "int64", ...) so that the
 // Python launcher can reject a wrong argument before anything runs.
 #pragma once
 
-#include <barrier>
-#include <condition_variable>
-#include <cstdint>
-#include <cstdio>
+#include <ucontext.h>
+
+#include <cstdlib>
 #include <functional>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#if defined(__SANITIZE_ADDRESS__)
+extern "C" void __sanitizer_start_switch_fiber(void** fake_stack_save, const void* bottom, std::size_t size);
+extern "C" void __sanitizer_finish_switch_fiber(void* fake_stack_save, const void** bottom_old,
+                                                std::size_t* size_old);
+#define EMU_ASAN 1
+#else
+#define EMU_ASAN 0
+#endif
 
 thread_local emu_dim3 threadIdx;
 thread_local emu_dim3 blockIdx;
@@ -32,56 +45,61 @@ thread_local emu_dim3 gridDim;
 
 namespace emu {
 
-static std::barrier<>* g_barrier = nullptr;
-static bool g_sync_outside_threaded = false;
-static std::mutex g_launch_mutex;
+enum { OK = 0, SYNC_WITHOUT_THREADS = 2, DIVERGENT_BARRIER = 3 };
 
-// Worker threads that outlive launches: execute(n, f) runs f(0) ... f(n - 1) on n of them
-// concurrently and returns when all are done. Never destroyed (threads blocked in a wait at exit
-// are simply ended with the process).
-class Pool {
-  public:
-    void execute(unsigned n, std::function<void(unsigned)> f) {
-        std::unique_lock<std::mutex> lk(m_);
-        while (workers_.size() < n) {
-            unsigned id = static_cast<unsigned>(workers_.size());
-            workers_.emplace_back([this, id] { work(id); });
-        }
-        job_ = std::move(f);
-        job_threads_ = n;
-        remaining_ = n;
-        ++generation_;
-        start_.notify_all();
-        done_.wait(lk, [this] { return remaining_ == 0; });
-        job_ = nullptr;
-    }
-
-  private:
-    void work(unsigned id) {
-        std::uint64_t seen = 0;
-        std::unique_lock<std::mutex> lk(m_);
-        for (;;) {
-            start_.wait(lk, [&] { return generation_ != seen; });
-            seen = generation_;
-            if (id >= job_threads_) continue;
-            auto& job = job_;
-            lk.unlock();
-            job(id);
-            lk.lock();
-            if (--remaining_ == 0) done_.notify_all();
-        }
-    }
-    std::mutex m_;
-    std::condition_variable start_, done_;
-    std::vector<std::thread> workers_;
-    std::function<void(unsigned)> job_;
-    unsigned job_threads_ = 0, remaining_ = 0;
-    std::uint64_t generation_ = 0;
+struct Fiber {
+    ucontext_t ctx;
+    char* stack = nullptr;
+    emu_dim3 tid{};
+    bool done = false;
 };
 
-inline Pool& pool() {
-    static Pool* p = new Pool;  // leaked on purpose, see above
-    return *p;
+constexpr std::size_t kStack = EMU_ASAN ? (512u << 10) : (128u << 10);
+
+static std::mutex g_launch_mutex;
+static bool g_fibers_running = false;
+static bool g_sync_outside_threaded = false;
+static ucontext_t g_scheduler;
+static Fiber* g_current = nullptr;
+static std::function<void()>* g_body = nullptr;
+static std::vector<Fiber> g_fibers;  // grown as needed, stacks kept across launches
+#if EMU_ASAN
+static const void* g_sched_bottom = nullptr;
+static std::size_t g_sched_size = 0;
+#endif
+
+inline void to_scheduler(bool dying) {
+#if EMU_ASAN
+    void* fake = nullptr;
+    __sanitizer_start_switch_fiber(dying ? nullptr : &fake, g_sched_bottom, g_sched_size);
+    swapcontext(&g_current->ctx, &g_scheduler);
+    __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#else
+    (void)dying;
+    swapcontext(&g_current->ctx, &g_scheduler);
+#endif
+}
+
+inline void resume(Fiber& f) {
+    g_current = &f;
+    threadIdx = f.tid;
+#if EMU_ASAN
+    void* fake = nullptr;
+    __sanitizer_start_switch_fiber(&fake, f.stack, kStack);
+    swapcontext(&g_scheduler, &f.ctx);
+    __sanitizer_finish_switch_fiber(fake, &g_sched_bottom, &g_sched_size);
+#else
+    swapcontext(&g_scheduler, &f.ctx);
+#endif
+}
+
+inline void fiber_entry() {
+#if EMU_ASAN
+    __sanitizer_finish_switch_fiber(nullptr, &g_sched_bottom, &g_sched_size);
+#endif
+    (*g_body)();
+    g_current->done = true;
+    to_scheduler(true);  // never resumed again
 }
 
 template <class T> const char* scalar_code();
@@ -120,17 +138,46 @@ inline void set_index(emu_dim3& v, unsigned linear, const emu_dim3& extent) {
     v.z = linear / (extent.x * extent.y);
 }
 
-// Returns 0, or 2 when a kernel called __syncthreads() in serial mode.
+// Runs one block as fibers; returns OK or DIVERGENT_BARRIER.
+inline int run_block(unsigned n_threads, const emu_dim3& block, std::function<void()>& body) {
+    while (g_fibers.size() < n_threads) {
+        g_fibers.emplace_back();
+        g_fibers.back().stack = static_cast<char*>(std::malloc(kStack));
+    }
+    g_body = &body;
+    for (unsigned t = 0; t < n_threads; ++t) {
+        Fiber& f = g_fibers[t];
+        getcontext(&f.ctx);
+        f.ctx.uc_stack.ss_sp = f.stack;
+        f.ctx.uc_stack.ss_size = kStack;
+        f.ctx.uc_link = nullptr;
+        makecontext(&f.ctx, fiber_entry, 0);
+        set_index(f.tid, t, block);
+        f.done = false;
+    }
+    for (;;) {  // one round: every live thread runs to its next barrier or to its end
+        unsigned finished = 0;
+        for (unsigned t = 0; t < n_threads; ++t) {
+            if (!g_fibers[t].done) resume(g_fibers[t]);
+            finished += g_fibers[t].done;
+        }
+        if (finished == n_threads) return OK;
+        if (finished != 0) {  // some threads left the kernel while others wait at a barrier
+            return DIVERGENT_BARRIER;
+        }
+    }
+}
+
 template <class... A>
 int launch(void (*f)(A...), const unsigned* g, const unsigned* b, void** args, int threaded) {
     std::lock_guard<std::mutex> lock(g_launch_mutex);
     const emu_dim3 grid{g[0], g[1], g[2]}, block{b[0], b[1], b[2]};
     const unsigned n_blocks = grid.x * grid.y * grid.z, n_threads = block.x * block.y * block.z;
     auto seq = std::index_sequence_for<A...>{};
+    gridDim = grid;
+    blockDim = block;
     g_sync_outside_threaded = false;
     if (!threaded) {
-        gridDim = grid;
-        blockDim = block;
         for (unsigned bi = 0; bi < n_blocks; ++bi) {
             set_index(blockIdx, bi, grid);
             for (unsigned ti = 0; ti < n_threads; ++ti) {
@@ -138,29 +185,24 @@ int launch(void (*f)(A...), const unsigned* g, const unsigned* b, void** args, i
                 invoke(f, args, seq);
             }
         }
-        return g_sync_outside_threaded ? 2 : 0;
+        return g_sync_outside_threaded ? SYNC_WITHOUT_THREADS : OK;
     }
-    std::barrier<> bar(n_threads);
-    g_barrier = &bar;
-    pool().execute(n_threads, [&](unsigned ti) {
-        gridDim = grid;
-        blockDim = block;
-        set_index(threadIdx, ti, block);
-        for (unsigned bi = 0; bi < n_blocks; ++bi) {
-            set_index(blockIdx, bi, grid);
-            invoke(f, args, seq);
-            bar.arrive_and_wait();  // the whole block is done before the next one starts
-        }
-    });
-    g_barrier = nullptr;
-    return 0;
+    std::function<void()> body = [&] { invoke(f, args, seq); };
+    g_fibers_running = true;
+    int rc = OK;
+    for (unsigned bi = 0; bi < n_blocks && rc == OK; ++bi) {
+        set_index(blockIdx, bi, grid);
+        rc = run_block(n_threads, block, body);
+    }
+    g_fibers_running = false;
+    return rc;
 }
 
 }  // namespace emu
 
 void __syncthreads() {
-    if (emu::g_barrier) {
-        emu::g_barrier->arrive_and_wait();
+    if (emu::g_fibers_running) {
+        emu::to_scheduler(false);
     } else {
         emu::g_sync_outside_threaded = true;
     }

@@ -13,8 +13,9 @@ CuPy on purpose: a non-contiguous array, a read-only array for a non-const point
 more than 1024 threads or an empty grid are errors too.
 
 Kernels that call ``__syncthreads`` (directly or through a ``__device__`` helper; found in the
-source) run with one OS thread per CUDA thread of a block and a barrier; the others run thread
-after thread on the calling thread.
+source) run each CUDA thread of a block as a fiber with its own stack, ``__syncthreads`` being a
+barrier of the block (see ``cuda_emu_runtime.h`` for why fibers rather than OS threads); the
+others run thread after thread.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def build_library(path: Path, name_expressions: list[str], sanitize: bool = Fals
     One wrapper per name expression: ``emu_launch_<i>`` (launch) and ``emu_signature_<i>``
     (parameter types). Cached under the temp directory by a hash of every input."""
     path = Path(path).resolve()
-    flags = ["-std=c++20", "-fPIC", "-shared", "-pthread", "-Wall", "-Wno-unused-function"]
+    flags = ["-std=c++17", "-fPIC", "-shared", "-pthread", "-Wall", "-Wno-unused-function"]
     flags += ["-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer"] if sanitize else ["-O2"]
     lines = ['#include "cuda_emu.h"', f'#include "{path}"', '#include "cuda_emu_runtime.h"']
     for i, expr in enumerate(name_expressions):
@@ -198,8 +199,12 @@ class EmuKernel:
             kernel_params[i] = ctypes.cast(ctypes.pointer(v), ctypes.c_void_p)
         rc = self._launch((ctypes.c_uint * 3)(*g), (ctypes.c_uint * 3)(*b), kernel_params, int(self.threaded))
         self.launches += 1
-        if rc != 0:
+        if rc == 2:
             raise RuntimeError(f"{self.name}: __syncthreads() reached in a kernel run without threads")
+        if rc == 3:
+            raise RuntimeError(f"{self.name}: __syncthreads() reached by some threads of a block but not all")
+        if rc != 0:
+            raise RuntimeError(f"{self.name}: launch failed ({rc})")
 
 
 class EmuModule:
