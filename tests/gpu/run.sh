@@ -4,7 +4,7 @@
 # Run from a clone:  bash tests/gpu/run.sh   (uses the active Python environment)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-python -m pip install -q -e ".[test,cupy,bench]" 'cuda-toolkit[nvrtc]==13.*'
+python -m pip install -q -e ".[test,cupy,bench]" 'cuda-toolkit[nvrtc,cublas,cudart]==13.*'
 # a machine without a usable device stops here: the GPU tests must run, not skip
 python - <<'PY'
 import cupy
