@@ -314,3 +314,24 @@ def test_serial_launch_of_a_syncing_kernel_is_an_error(module):
             kern((1,), (4,), (np.ones((2, 3)), np.empty((2, 3)), np.int64(2), np.int64(3)))
     finally:
         kern.threaded = True
+
+
+def test_emulation_catches_barrier_bugs():
+    """The fiber schedule makes a missing __syncthreads fail every time, and reports a barrier
+    that only part of a block reaches (tests/cuda_emu/canary.cu)."""
+    from cuda_emu.emu import EmuModule
+
+    path = KERNEL_SOURCE.parents[2] / "tests" / "cuda_emu" / "canary.cu"
+    exprs = ["block_sum_barrier<double>", "divergent_barrier<double>"]
+    mod = EmuModule(path.read_text(), exprs, path)
+    kern = mod.get_function("block_sum_barrier<double>")
+    out = np.zeros(1)
+    x1, x2 = np.arange(1.0, 33.0), np.arange(100.0, 132.0)
+    kern((1,), (32,), (x1, out, np.int32(1)))
+    assert out[0] == x1.sum()
+    kern((1,), (32,), (x2, out, np.int32(1)))
+    assert out[0] == x2.sum()
+    kern((1,), (32,), (x1, out, np.int32(0)))  # no barrier: thread 0 sums its own x1[0] and stale x2[1:]
+    assert out[0] == x1[0] + x2[1:].sum() != x1.sum()
+    with pytest.raises(RuntimeError, match="some threads of a block but not all"):
+        mod.get_function("divergent_barrier<double>")((1,), (8,), (np.zeros(8),))
