@@ -275,7 +275,9 @@ def test_train_step(backend, opt, activation, dtype):
         model = fastmlp.MLP(13, [17, 9], 4, activation=activation, dtype=dtype, rng=1).to(backend_name)
         optimizer = getattr(fastmlp.optim, name)(model.parameters(), **kw)
         loss = fastmlp.CrossEntropyLoss()
-        values = [model.train_step(X, y, loss, optimizer) for _ in range(20)]
+        be = get_backend(backend_name)  # batches move to the backend's device once (a GPU refuses host arrays)
+        Xb, yb = be.asarray(X), be.asarray(y)
+        values = [model.train_step(Xb, yb, loss, optimizer) for _ in range(20)]
         return model, optimizer, values
 
     m_ref, o_ref, v_ref = run("numpy")

@@ -48,6 +48,7 @@ __all__ = [
 _REGISTRY: dict[str, tuple[str, str]] = {
     "numpy": ("fastmlp.backends.numpy_backend:NumpyBackend", "pip install fastmlp"),
     "numba": ("fastmlp.backends.numba_backend:NumbaBackend", "pip install 'fastmlp[numba]'"),
+    "cupy": ("fastmlp.backends.cupy_backend:CupyBackend", "pip install 'fastmlp[cupy]' (an NVIDIA GPU, sm_75+)"),
 }
 
 # The order `auto` tries, fastest first, as measured by `python -m fastmlp bench`.

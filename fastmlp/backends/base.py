@@ -714,7 +714,7 @@ class Backend:
         Arguments are already validated by ``model.train_step``.
         """
         output = model.forward(X)
-        value, grad = loss.value_and_grad(output, target)
+        value, grad = loss.value_and_grad(output, target, backend=self)
         model.backward(grad, need_input_grad=False)
         optimizer.step()
         return value

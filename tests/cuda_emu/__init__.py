@@ -1,0 +1,1 @@
+"""Run CUDA kernels on the CPU: see :mod:`cuda_emu.emu`."""
