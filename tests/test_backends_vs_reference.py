@@ -245,17 +245,22 @@ def test_optimizer_step(backend, op, n, dtype):
             assert_matches(st[k], st_ref[k], dtype, "step", backend, f"{op}{hyper} state {k}")
 
 
+# eps=1e-3 for the adaptive optimizers conditions the comparison: with eps=1e-8, a coordinate
+# whose gradient is near the float32 noise floor (a leaky_relu unit that is negative for the whole
+# batch) gets a normalised step g/sqrt(v) that one ulp in dL/dlogits flips, and the float32
+# reference against itself moved 7x-140x past TOL["float32"]["step"] in 20 steps. Defaults are
+# covered by test_optimizer_step on well-conditioned gradients.
 OPTIMIZERS = [
     ("SGD", dict(lr=0.1, momentum=0.9)),
     ("SGD", dict(lr=0.1)),
     ("Momentum", dict(lr=0.1)),
-    ("Adagrad", dict(lr=0.05)),
-    ("RMSprop", dict(lr=0.01, centered=True)),
-    ("Adam", dict(lr=0.01)),
-    ("Adam", dict(lr=0.01, amsgrad=True)),
-    ("AdamW", dict(lr=0.01)),
-    ("Adamax", dict(lr=0.01)),
-    ("NAdam", dict(lr=0.01)),
+    ("Adagrad", dict(lr=0.05, eps=1e-3)),
+    ("RMSprop", dict(lr=0.01, centered=True, eps=1e-3)),
+    ("Adam", dict(lr=0.01, eps=1e-3)),
+    ("Adam", dict(lr=0.01, amsgrad=True, eps=1e-3)),
+    ("AdamW", dict(lr=0.01, eps=1e-3)),
+    ("Adamax", dict(lr=0.01, eps=1e-3)),
+    ("NAdam", dict(lr=0.01, eps=1e-3)),
     ("Adadelta", dict(lr=1.0)),
 ]
 
