@@ -20,6 +20,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #if defined(__SSE__) || defined(__x86_64__) || defined(_M_X64)
@@ -89,6 +90,14 @@ double parallel_sum(i64 n, G&& g) {
     double s = 0.0;
     for (double p : part) s += p;
     return s;
+}
+
+// f(std::true_type{}) or f(std::false_type{}): a runtime flag as a compile-time constant, so
+// that each kernel loop is compiled without the branch (GCC does not vectorise a loop whose
+// body tests a flag before a load or store).
+template <class F>
+void with_flag(bool b, F&& f) {
+    if (b) f(std::true_type{}); else f(std::false_type{});
 }
 
 // ---------------------------------------------------------------------------- bit casts

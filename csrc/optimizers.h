@@ -21,17 +21,22 @@ void sgd_step(T* p, const T* g, T* buf, i64 n, double lr, i64 step, double momen
     FtzGuard ftz;
     const T lr_ = T(lr), mu = T(momentum), damp = T(1 - dampening), wd = T(weight_decay);
     const bool first = step == 1;
-    parallel_for(n, [&](i64 a, i64 b) {
-        for (i64 i = a; i < b; ++i) {
-            T gi = weight_decay != 0.0 ? g[i] + wd * p[i] : g[i];
-            if (buf) {
-                T m = first ? gi : mu * buf[i] + damp * gi;
-                buf[i] = m;
-                gi = nesterov ? gi + mu * m : m;
+    with_flag(weight_decay != 0.0, [&](auto WD) {
+    with_flag(buf != nullptr, [&](auto MOM) {
+    with_flag(nesterov, [&](auto NEST) {
+        parallel_for(n, [=](i64 a, i64 b) {
+            for (i64 i = a; i < b; ++i) {
+                T gi = g[i];
+                if constexpr (WD) gi += wd * p[i];
+                if constexpr (MOM) {
+                    T m = first ? gi : mu * buf[i] + damp * gi;
+                    buf[i] = m;
+                    if constexpr (NEST) gi = gi + mu * m; else gi = m;
+                }
+                p[i] -= lr_ * gi;
             }
-            p[i] -= lr_ * gi;
-        }
-    });
+        });
+    }); }); });
 }
 
 // m = beta m + (1 - beta) g'; u = m or (Nesterov) beta m + (1 - beta) g';
@@ -40,17 +45,22 @@ template <class T>
 void momentum_step(T* p, const T* g, T* m, i64 n, double lr, i64 step, double beta, bool bias_correction,
                    bool nesterov, double weight_decay) {
     FtzGuard ftz;
-    const T b = T(beta), omb = T(1 - beta), wd = T(weight_decay);
+    const T bt = T(beta), omb = T(1 - beta), wd = T(weight_decay);
     const T scale = T(bias_correction ? lr / (1 - std::pow(beta, double(step))) : lr);
-    parallel_for(n, [&](i64 lo, i64 hi) {
-        for (i64 i = lo; i < hi; ++i) {
-            T gi = weight_decay != 0.0 ? g[i] + wd * p[i] : g[i];
-            T mi = b * m[i] + omb * gi;
-            m[i] = mi;
-            T u = nesterov ? b * mi + omb * gi : mi;
-            p[i] -= scale * u;
-        }
-    });
+    with_flag(weight_decay != 0.0, [&](auto WD) {
+    with_flag(nesterov, [&](auto NEST) {
+        parallel_for(n, [=](i64 a, i64 b) {
+            for (i64 i = a; i < b; ++i) {
+                T gi = g[i];
+                if constexpr (WD) gi += wd * p[i];
+                T mi = bt * m[i] + omb * gi;
+                m[i] = mi;
+                T u = mi;
+                if constexpr (NEST) u = bt * mi + omb * gi;
+                p[i] -= scale * u;
+            }
+        });
+    }); });
 }
 
 // s += g'^2; p -= lr / (1 + (t - 1) lr_decay) g' / (sqrt(s + eps_root) + eps)
@@ -59,13 +69,16 @@ void adagrad_step(T* p, const T* g, T* s, i64 n, double lr, i64 step, double lr_
                   double eps, double eps_root) {
     FtzGuard ftz;
     const T clr = T(lr / (1 + double(step - 1) * lr_decay)), wd = T(weight_decay), e = T(eps), er = T(eps_root);
-    parallel_for(n, [&](i64 a, i64 b) {
-        for (i64 i = a; i < b; ++i) {
-            T gi = weight_decay != 0.0 ? g[i] + wd * p[i] : g[i];
-            T si = s[i] + gi * gi;
-            s[i] = si;
-            p[i] -= clr * gi / (std::sqrt(si + er) + e);
-        }
+    with_flag(weight_decay != 0.0, [&](auto WD) {
+        parallel_for(n, [=](i64 a, i64 b) {
+            for (i64 i = a; i < b; ++i) {
+                T gi = g[i];
+                if constexpr (WD) gi += wd * p[i];
+                T si = s[i] + gi * gi;
+                s[i] = si;
+                p[i] -= clr * gi / (std::sqrt(si + er) + e);
+            }
+        });
     });
 }
 
@@ -79,29 +92,36 @@ void rmsprop_step(T* p, const T* g, T* v, T* ga, T* buf, i64 n, double lr, i64 s
     const T al = T(alpha), oma = T(1 - alpha), wd = T(weight_decay), e = T(eps), er = T(eps_root);
     const T c = T(bias_correction ? 1 / (1 - std::pow(alpha, double(step))) : 1.0);
     const T lr_ = T(lr), mu = T(momentum);
-    const bool use_c = bias_correction;
-    parallel_for(n, [&](i64 a, i64 b) {
-        for (i64 i = a; i < b; ++i) {
-            T gi = weight_decay != 0.0 ? g[i] + wd * p[i] : g[i];
-            T vi = al * v[i] + oma * gi * gi;
-            v[i] = vi;
-            T vt = use_c ? vi * c : vi;
-            if (centered) {
-                T ai = al * ga[i] + oma * gi;
-                ga[i] = ai;
-                T at = use_c ? ai * c : ai;
-                vt = vt - at * at;
+    with_flag(weight_decay != 0.0, [&](auto WD) {
+    with_flag(centered, [&](auto CEN) {
+    with_flag(bias_correction, [&](auto BC) {
+    with_flag(buf != nullptr, [&](auto MOM) {
+        parallel_for(n, [=](i64 a, i64 b) {
+            for (i64 i = a; i < b; ++i) {
+                T gi = g[i];
+                if constexpr (WD) gi += wd * p[i];
+                T vi = al * v[i] + oma * gi * gi;
+                v[i] = vi;
+                T vt = vi;
+                if constexpr (BC) vt = vi * c;
+                if constexpr (CEN) {
+                    T ai = al * ga[i] + oma * gi;
+                    ga[i] = ai;
+                    T at = ai;
+                    if constexpr (BC) at = ai * c;
+                    vt = vt - at * at;
+                }
+                T d = std::sqrt(vt + er) + e;
+                if constexpr (MOM) {
+                    T bi = mu * buf[i] + gi / d;
+                    buf[i] = bi;
+                    p[i] -= lr_ * bi;
+                } else {
+                    p[i] -= lr_ * gi / d;
+                }
             }
-            T d = std::sqrt(vt + er) + e;
-            if (buf) {
-                T bi = mu * buf[i] + gi / d;
-                buf[i] = bi;
-                p[i] -= lr_ * bi;
-            } else {
-                p[i] -= lr_ * gi / d;
-            }
-        }
-    });
+        });
+    }); }); }); });
 }
 
 // decoupled: p *= 1 - lr wd, else g' = g + wd p; m = b1 m + (1 - b1) g'; v = b2 v + (1 - b2) g'^2;
@@ -113,24 +133,28 @@ void adam_step(T* p, const T* g, T* m, T* v, T* vmax, i64 n, double lr, i64 step
     const double bc1 = 1 - std::pow(beta1, double(step)), bc2 = 1 - std::pow(beta2, double(step));
     const T b1 = T(beta1), omb1 = T(1 - beta1), b2 = T(beta2), omb2 = T(1 - beta2);
     const T step_size = T(lr / bc1), inv_bc2 = T(1 / bc2), e = T(eps), er = T(eps_root);
-    const bool l2 = weight_decay != 0.0 && !decoupled_weight_decay;
-    const bool decay = weight_decay != 0.0 && decoupled_weight_decay;
     const T wd = T(weight_decay), shrink = T(1 - lr * weight_decay);
-    parallel_for(n, [&](i64 a, i64 b) {
-        for (i64 i = a; i < b; ++i) {
-            T pi = decay ? p[i] * shrink : p[i];
-            T gi = l2 ? g[i] + wd * pi : g[i];
-            T mi = b1 * m[i] + omb1 * gi;
-            T vi = b2 * v[i] + omb2 * gi * gi;
-            m[i] = mi;
-            v[i] = vi;
-            if (amsgrad) {
-                vi = vmax[i] > vi ? vmax[i] : vi;
-                vmax[i] = vi;
+    with_flag(weight_decay != 0.0 && !decoupled_weight_decay, [&](auto L2) {
+    with_flag(weight_decay != 0.0 && decoupled_weight_decay, [&](auto DEC) {
+    with_flag(amsgrad, [&](auto AMS) {
+        parallel_for(n, [=](i64 a, i64 b) {
+            for (i64 i = a; i < b; ++i) {
+                T pi = p[i];
+                if constexpr (DEC) pi *= shrink;
+                T gi = g[i];
+                if constexpr (L2) gi += wd * pi;
+                T mi = b1 * m[i] + omb1 * gi;
+                T vi = b2 * v[i] + omb2 * gi * gi;
+                m[i] = mi;
+                v[i] = vi;
+                if constexpr (AMS) {
+                    vi = vmax[i] > vi ? vmax[i] : vi;
+                    vmax[i] = vi;
+                }
+                p[i] = pi - step_size * mi / (std::sqrt(vi * inv_bc2 + er) + e);
             }
-            p[i] = pi - step_size * mi / (std::sqrt(vi * inv_bc2 + er) + e);
-        }
-    });
+        });
+    }); }); });
 }
 
 // g' = g + wd p; m = b1 m + (1 - b1) g'; u = max(b2 u, |g'| + eps); p -= lr / (1 - b1^t) m / u
@@ -140,17 +164,20 @@ void adamax_step(T* p, const T* g, T* m, T* u, i64 n, double lr, i64 step, doubl
     FtzGuard ftz;
     const T step_size = T(lr / (1 - std::pow(beta1, double(step))));
     const T b1 = T(beta1), omb1 = T(1 - beta1), b2 = T(beta2), e = T(eps), wd = T(weight_decay);
-    parallel_for(n, [&](i64 a, i64 b) {
-        for (i64 i = a; i < b; ++i) {
-            T gi = weight_decay != 0.0 ? g[i] + wd * p[i] : g[i];
-            T mi = b1 * m[i] + omb1 * gi;
-            m[i] = mi;
-            T ag = (gi < T(0) ? -gi : gi) + e;
-            T bu = b2 * u[i];
-            T ui = bu > ag ? bu : ag;
-            u[i] = ui;
-            p[i] -= step_size * mi / ui;
-        }
+    with_flag(weight_decay != 0.0, [&](auto WD) {
+        parallel_for(n, [=](i64 a, i64 b) {
+            for (i64 i = a; i < b; ++i) {
+                T gi = g[i];
+                if constexpr (WD) gi += wd * p[i];
+                T mi = b1 * m[i] + omb1 * gi;
+                m[i] = mi;
+                T ag = (gi < T(0) ? -gi : gi) + e;
+                T bu = b2 * u[i];
+                T ui = bu > ag ? bu : ag;
+                u[i] = ui;
+                p[i] -= step_size * mi / ui;
+            }
+        });
     });
 }
 
@@ -166,22 +193,25 @@ void nadam_step(T* p, const T* g, T* m, T* v, i64 n, double lr, i64 step, double
     const T cm = T(lr * mu_next / (1 - mu_product * mu_next));
     const T inv_bc2 = T(1 / (1 - std::pow(beta2, double(step))));
     const T b1 = T(beta1), omb1 = T(1 - beta1), b2 = T(beta2), omb2 = T(1 - beta2), e = T(eps);
-    const bool l2 = weight_decay != 0.0 && !decoupled_weight_decay;
-    const bool decay = weight_decay != 0.0 && decoupled_weight_decay;
     const T wd = T(weight_decay), shrink = T(1 - lr * weight_decay);
-    parallel_for(n, [&](i64 a, i64 b) {
-        for (i64 i = a; i < b; ++i) {
-            T pi = decay ? p[i] * shrink : p[i];
-            T gi = l2 ? g[i] + wd * pi : g[i];
-            T mi = b1 * m[i] + omb1 * gi;
-            T vi = b2 * v[i] + omb2 * gi * gi;
-            m[i] = mi;
-            v[i] = vi;
-            T d = std::sqrt(vi * inv_bc2) + e;
-            pi -= cg * gi / d;
-            p[i] = pi - cm * mi / d;
-        }
-    });
+    with_flag(weight_decay != 0.0 && !decoupled_weight_decay, [&](auto L2) {
+    with_flag(weight_decay != 0.0 && decoupled_weight_decay, [&](auto DEC) {
+        parallel_for(n, [=](i64 a, i64 b) {
+            for (i64 i = a; i < b; ++i) {
+                T pi = p[i];
+                if constexpr (DEC) pi *= shrink;
+                T gi = g[i];
+                if constexpr (L2) gi += wd * pi;
+                T mi = b1 * m[i] + omb1 * gi;
+                T vi = b2 * v[i] + omb2 * gi * gi;
+                m[i] = mi;
+                v[i] = vi;
+                T d = std::sqrt(vi * inv_bc2) + e;
+                pi -= cg * gi / d;
+                p[i] = pi - cm * mi / d;
+            }
+        });
+    }); });
 }
 
 // s = rho s + (1 - rho) g'^2; delta = sqrt(D + eps) / sqrt(s + eps) g'; D = rho D + (1 - rho) delta^2;
@@ -192,15 +222,18 @@ void adadelta_step(T* p, const T* g, T* s, T* D, i64 n, double lr, i64 step, dou
     (void)step;
     FtzGuard ftz;
     const T r = T(rho), omr = T(1 - rho), e = T(eps), wd = T(weight_decay), lr_ = T(lr);
-    parallel_for(n, [&](i64 a, i64 b) {
-        for (i64 i = a; i < b; ++i) {
-            T gi = weight_decay != 0.0 ? g[i] + wd * p[i] : g[i];
-            T si = r * s[i] + omr * gi * gi;
-            s[i] = si;
-            T delta = std::sqrt(D[i] + e) / std::sqrt(si + e) * gi;
-            D[i] = r * D[i] + omr * delta * delta;
-            p[i] -= lr_ * delta;
-        }
+    with_flag(weight_decay != 0.0, [&](auto WD) {
+        parallel_for(n, [=](i64 a, i64 b) {
+            for (i64 i = a; i < b; ++i) {
+                T gi = g[i];
+                if constexpr (WD) gi += wd * p[i];
+                T si = r * s[i] + omr * gi * gi;
+                s[i] = si;
+                T delta = std::sqrt(D[i] + e) / std::sqrt(si + e) * gi;
+                D[i] = r * D[i] + omr * delta * delta;
+                p[i] -= lr_ * delta;
+            }
+        });
     });
 }
 

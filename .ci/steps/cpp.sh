@@ -32,12 +32,17 @@ cp -r fastmlp "$tmp/pkg/"
 rm -f "$tmp/pkg/fastmlp/"_C*.so "$tmp/pkg/fastmlp/"libscipy_openblas*.so*
 cp "$tmp/lib/fastmlp/"* "$tmp/pkg/fastmlp/"
 
+# run from $tmp: the current directory comes first on sys.path, and the repo root holds the
+# editable fastmlp
+repo="$(pwd)"
+cd "$tmp"
 export PYTHONPATH="$tmp/pkg"
 export LD_PRELOAD="$(g++ -print-file-name=libasan.so)"
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 python -c "import fastmlp; fastmlp.get_backend('cpp'); import fastmlp._C as c; assert c.__file__.startswith('$tmp'), c.__file__"
-python -m pytest -q -x -p no:cacheprovider tests/test_cpp_backend.py
-python -m pytest -q -x -p no:cacheprovider tests/test_backends_vs_reference.py -k cpp
+python -m pytest -q -x -p no:cacheprovider "$repo/tests/test_cpp_backend.py"
+python -m pytest -q -x -p no:cacheprovider "$repo/tests/test_backends_vs_reference.py" -k cpp
 unset LD_PRELOAD PYTHONPATH
+cd "$repo"
 echo "cpp: sanitizer run passed"

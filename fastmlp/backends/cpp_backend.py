@@ -20,6 +20,7 @@ and then fork-join only over arrays of at least 2 x 131072 elements (docs/cpp.md
 from __future__ import annotations
 
 import ctypes
+import functools
 import importlib
 import importlib.util
 import math
@@ -103,6 +104,7 @@ class CppBackend(NumpyBackend):
         if threads is not None:
             self._C.set_num_threads(threads)
         self._plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._covering: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def describe(self) -> str:
         return (
@@ -528,7 +530,7 @@ class CppBackend(NumpyBackend):
         plan = self._train_plan(model)
         spec = _loss_spec(loss) if plan is not None else None
         arena = plan[0] if plan is not None else None
-        opt = _optimizer_spec(optimizer, arena) if spec is not None else None
+        opt = _optimizer_spec(optimizer, arena, self._covers(optimizer, arena)) if spec is not None else None
         if opt is None or not isinstance(X, np.ndarray) or X.dtype != arena.data.dtype:
             return super().train_step(model, X, target, loss, optimizer)
         _, layers, layer_hyper, width = plan
@@ -549,6 +551,17 @@ class CppBackend(NumpyBackend):
         group["step"] = step
         optimizer._before_group_step(group)
         return float(value)
+
+    def _covers(self, optimizer, arena) -> bool:
+        """:func:`_covers_arena`, cached per optimizer while its groups and arena are unchanged."""
+        groups = optimizer.param_groups
+        key = (arena, len(groups), id(groups[0]["params"]), len(groups[0]["params"]))
+        cached = self._covering.get(optimizer)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        ok = _covers_arena(optimizer, arena)
+        self._covering[optimizer] = (key, ok)
+        return ok
 
     def _train_plan(self, model):
         """``(arena, layers (L, 6) int64, hyper (L, 2) float64, output width)`` for a model
@@ -622,7 +635,27 @@ def _loss_spec(loss) -> tuple[int, bool, float] | None:
     return None
 
 
-def _optimizer_spec(optimizer, arena) -> tuple[int, np.ndarray, list[Any], dict, int] | None:
+@functools.cache
+def _optimizer_kinds() -> dict[type, int]:
+    from ..optim import SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, Momentum, NAdam, RMSprop
+
+    return {SGD: 0, Momentum: 1, Adagrad: 2, RMSprop: 3, Adam: 4, AdamW: 4, Adamax: 5, NAdam: 6, Adadelta: 7}
+
+
+def _covers_arena(optimizer, arena) -> bool:
+    """One param group whose parameters are exactly the whole arena, in one run."""
+    from .._arena import segments
+
+    if len(optimizer.param_groups) != 1:
+        return False
+    try:
+        runs = segments(optimizer.param_groups[0]["params"])
+    except ValueError:
+        return False
+    return len(runs) == 1 and runs[0][0] is arena and runs[0][1] == 0 and runs[0][2] == arena.size
+
+
+def _optimizer_spec(optimizer, arena, covers: bool) -> tuple[int, np.ndarray, list[Any], dict, int] | None:
     """``(kind, hyper (8,), [state0, state1, state2], group, step)`` for the native step, or
     None. Hyper-parameter layout per kind (h[0] is always lr), as csrc/optimizers.h reads it:
 
@@ -632,60 +665,45 @@ def _optimizer_spec(optimizer, arena) -> tuple[int, np.ndarray, list[Any], dict,
     eps_root]; adamax [lr, beta1, beta2, eps, wd]; nadam [lr, mu_product (after this step),
     beta1, beta2, eps, wd, momentum_decay, decoupled]; adadelta [lr, rho, eps, wd].
     """
-    from .._arena import segments
-    from ..optim import SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, Momentum, NAdam, RMSprop
-
-    if len(optimizer.param_groups) != 1:
+    code = _optimizer_kinds().get(type(optimizer))
+    if code is None or not covers:
         return None
-    group = optimizer.param_groups[0]
-    try:
-        runs = segments(group["params"])
-    except ValueError:
-        return None
-    if len(runs) != 1 or runs[0][0] is not arena or runs[0][1] != 0 or runs[0][2] != arena.size:
-        return None
-    step = group["step"] + 1
-    kind = type(optimizer)
+    g = optimizer.param_groups[0]
+    step = g["step"] + 1
     buf = optimizer._buffer
-    g = group
-    if kind is SGD:
-        h = [g["lr"], g["momentum"], g["dampening"], g["nesterov"], g["weight_decay"]]
+    if code == 0:
+        h = (g["lr"], g["momentum"], g["dampening"], g["nesterov"], g["weight_decay"])
         states = [buf(arena, "momentum_buffer") if g["momentum"] else None, None, None]
-        code = 0
-    elif kind is Momentum:
-        h = [g["lr"], g["beta"], g["bias_correction"], g["nesterov"], g["weight_decay"]]
-        states, code = [buf(arena, "exp_avg"), None, None], 1
-    elif kind is Adagrad:
-        h = [g["lr"], g["lr_decay"], g["weight_decay"], g["eps"], g["eps_root"]]
-        states, code = [buf(arena, "sum", g["initial_accumulator_value"]), None, None], 2
-    elif kind is RMSprop:
-        h = [g["lr"], g["alpha"], g["eps"], g["weight_decay"], g["momentum"], g["centered"],
-             g["bias_correction"], g["eps_root"]]
+    elif code == 1:
+        h = (g["lr"], g["beta"], g["bias_correction"], g["nesterov"], g["weight_decay"])
+        states = [buf(arena, "exp_avg"), None, None]
+    elif code == 2:
+        h = (g["lr"], g["lr_decay"], g["weight_decay"], g["eps"], g["eps_root"])
+        states = [buf(arena, "sum", g["initial_accumulator_value"]), None, None]
+    elif code == 3:
+        h = (g["lr"], g["alpha"], g["eps"], g["weight_decay"], g["momentum"], g["centered"],
+             g["bias_correction"], g["eps_root"])
         states = [buf(arena, "square_avg"), buf(arena, "grad_avg") if g["centered"] else None,
                   buf(arena, "momentum_buffer") if g["momentum"] else None]
-        code = 3
-    elif kind in (Adam, AdamW):
+    elif code == 4:
         b1, b2 = g["betas"]
-        h = [g["lr"], b1, b2, g["eps"], g["weight_decay"], g["amsgrad"], g["decoupled_weight_decay"],
-             g["eps_root"]]
+        h = (g["lr"], b1, b2, g["eps"], g["weight_decay"], g["amsgrad"], g["decoupled_weight_decay"],
+             g["eps_root"])
         states = [buf(arena, "exp_avg"), buf(arena, "exp_avg_sq"),
                   buf(arena, "max_exp_avg_sq") if g["amsgrad"] else None]
-        code = 4
-    elif kind is Adamax:
+    elif code == 5:
         b1, b2 = g["betas"]
-        h = [g["lr"], b1, b2, g["eps"], g["weight_decay"]]
-        states, code = [buf(arena, "exp_avg"), buf(arena, "exp_inf"), None], 5
-    elif kind is NAdam:
+        h = (g["lr"], b1, b2, g["eps"], g["weight_decay"])
+        states = [buf(arena, "exp_avg"), buf(arena, "exp_inf"), None]
+    elif code == 6:
         b1, b2 = g["betas"]
         mu_product = g["mu_product"] * Backend.nadam_mu(step, b1, g["momentum_decay"])
-        h = [g["lr"], mu_product, b1, b2, g["eps"], g["weight_decay"], g["momentum_decay"],
-             g["decoupled_weight_decay"]]
-        states, code = [buf(arena, "exp_avg"), buf(arena, "exp_avg_sq"), None], 6
-    elif kind is Adadelta:
-        h = [g["lr"], g["rho"], g["eps"], g["weight_decay"]]
-        states, code = [buf(arena, "square_avg"), buf(arena, "acc_delta"), None], 7
+        h = (g["lr"], mu_product, b1, b2, g["eps"], g["weight_decay"], g["momentum_decay"],
+             g["decoupled_weight_decay"])
+        states = [buf(arena, "exp_avg"), buf(arena, "exp_avg_sq"), None]
     else:
-        return None
+        h = (g["lr"], g["rho"], g["eps"], g["weight_decay"])
+        states = [buf(arena, "square_avg"), buf(arena, "acc_delta"), None]
     hyper = np.zeros(8, np.float64)
-    hyper[:len(h)] = [float(v) for v in h]
-    return code, hyper, states, group, step
+    hyper[:len(h)] = h
+    return code, hyper, states, g, step
