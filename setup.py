@@ -40,8 +40,9 @@ def _say(msg: str) -> None:
     print(f"fastmlp setup: {msg}", file=sys.stderr)
 
 
-def _cpp_extension():
-    """The ``fastmlp._C`` extension, or None (with the reason printed) when its build
+def _cpp_extensions():
+    """``fastmlp._C`` and ``fastmlp._C_avx2`` (the same source built with ``-mavx2 -mfma``,
+    imported instead on CPUs that have them), or [] (with the reason printed) when the build
     requirements are missing and the build is not strict."""
     try:
         import scipy_openblas32
@@ -50,18 +51,26 @@ def _cpp_extension():
         if STRICT:
             raise
         _say(f"not building the cpp backend ({exc}); install pybind11 and scipy-openblas32")
-        return None
-    ext = Pybind11Extension(
-        "fastmlp._C",
-        ["csrc/bindings.cpp"],
-        include_dirs=["csrc", scipy_openblas32.get_include_dir()],
-        library_dirs=[scipy_openblas32.get_lib_dir()],
-        libraries=[scipy_openblas32.get_library()],
-        cxx_std=17,
-        depends=sorted(str(p.relative_to(HERE)) for p in (HERE / "csrc").glob("*.h")),
-    )
-    ext._fastmlp_openblas = Path(scipy_openblas32.get_lib_dir())  # type: ignore[attr-defined]
-    return ext
+        return []
+    exts = []
+    variants = [("fastmlp._C", [], [])]
+    if not SANITIZE:  # the sanitizer run checks the portable build only
+        variants.append(("fastmlp._C_avx2", [("FASTMLP_MODULE", "_C_avx2")], ["-mavx2", "-mfma"]))
+    for name, macros, isa in variants:
+        ext = Pybind11Extension(
+            name,
+            ["csrc/bindings.cpp"],
+            include_dirs=["csrc", scipy_openblas32.get_include_dir()],
+            library_dirs=[scipy_openblas32.get_lib_dir()],
+            libraries=[scipy_openblas32.get_library()],
+            define_macros=macros,
+            cxx_std=17,
+            depends=sorted(str(p.relative_to(HERE)) for p in (HERE / "csrc").glob("*.h")),
+        )
+        ext._fastmlp_openblas = Path(scipy_openblas32.get_lib_dir())  # type: ignore[attr-defined]
+        ext._fastmlp_isa = isa  # type: ignore[attr-defined]
+        exts.append(ext)
+    return exts
 
 
 def _build_ext_class():
@@ -81,10 +90,17 @@ def _build_ext_class():
                 wanted += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g"]
             flags = [f for f in wanted if has_flag(self.compiler, f)]
             _say("compile flags " + " ".join(flags))
+            kept = []
             for ext in self.extensions:
-                ext.extra_compile_args += flags
+                isa = getattr(ext, "_fastmlp_isa", [])
+                if isa and not all(has_flag(self.compiler, f) for f in isa):
+                    _say(f"not building {ext.name}: the compiler lacks {' '.join(isa)}")
+                    continue
+                ext.extra_compile_args += flags + isa
                 if SANITIZE:
                     ext.extra_link_args += ["-fsanitize=address,undefined"]
+                kept.append(ext)
+            self.extensions[:] = kept
             super().build_extensions()
 
         def build_extension(self, ext):
@@ -125,8 +141,8 @@ def _build_ext_class():
     return BuildExt
 
 
-ext = _cpp_extension()
-if ext is None:
+exts = _cpp_extensions()
+if not exts:
     setup()
 else:
-    setup(ext_modules=[ext], cmdclass={"build_ext": _build_ext_class()})
+    setup(ext_modules=exts, cmdclass={"build_ext": _build_ext_class()})

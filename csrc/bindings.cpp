@@ -9,7 +9,15 @@
 // passes contiguous arrays of the right dtype and allocates the outputs. The GIL is released
 // around the kernels. Kernels: the headers beside this file, which know nothing of Python.
 //
+// Built twice by setup.py: fastmlp._C for any x86-64 (SSE2) and, where the compiler can,
+// fastmlp._C_avx2 with -mavx2 -mfma (FASTMLP_MODULE=_C_avx2), which the backend imports instead
+// when the CPU has AVX2 and FMA (twice the vector width for every elementwise loop).
+//
 // Rebuild: `pip install -e .` from the repository root (see setup.py and docs/cpp.md).
+#ifndef FASTMLP_MODULE
+#define FASTMLP_MODULE _C
+#endif
+
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -269,8 +277,24 @@ void check_step(const char* op, i64 step) {
 
 }  // namespace
 
-PYBIND11_MODULE(_C, m) {
+PYBIND11_MODULE(FASTMLP_MODULE, m) {
     m.doc() = "fastmlp cpp backend kernels (C++17, OpenBLAS GEMMs). Use through fastmlp.get_backend('cpp').";
+
+#if defined(__AVX2__) && defined(__FMA__)
+    m.attr("isa") = "avx2+fma";
+#elif defined(__AVX__)
+    m.attr("isa") = "avx";
+#else
+    m.attr("isa") = "sse2";
+#endif
+    m.def("cpu_has_avx2_fma", [] {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+        return false;
+#endif
+    }, "True if this CPU runs fastmlp._C_avx2.");
 
     m.def("set_num_threads", [](int n) {
         if (n < 1) fail_value("set_num_threads: need a positive thread count");

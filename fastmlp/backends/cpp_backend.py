@@ -46,8 +46,12 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _REDUCTIONS = ("mean", "sum", "none")
 
 
-def _load_extension():
-    """Import ``fastmlp._C`` after loading the OpenBLAS it links against (no rpath: see setup.py)."""
+def _load_extension(isa: str = "auto"):
+    """Import the kernels after loading the OpenBLAS they link against (no rpath: see setup.py).
+
+    ``fastmlp._C_avx2`` (built with -mavx2 -mfma) when the CPU has AVX2 and FMA and ``isa`` is
+    ``"auto"``, else the portable ``fastmlp._C``.
+    """
     if importlib.util.find_spec("fastmlp._C") is None:
         raise ImportError(
             "the C++ extension fastmlp._C is not built (no C++17 compiler at install time?); "
@@ -64,7 +68,10 @@ def _load_extension():
             ) from None
         libs = [Path(scipy_openblas32.get_lib_dir()) / f"lib{scipy_openblas32.get_library()}.so"]
     ctypes.CDLL(str(libs[0]), mode=ctypes.RTLD_GLOBAL)
-    return importlib.import_module("fastmlp._C")
+    portable = importlib.import_module("fastmlp._C")
+    if isa == "auto" and portable.cpu_has_avx2_fma() and importlib.util.find_spec("fastmlp._C_avx2") is not None:
+        return importlib.import_module("fastmlp._C_avx2")
+    return portable
 
 
 def _contig(x):
@@ -98,8 +105,9 @@ class CppBackend(NumpyBackend):
     name = "cpp"
     is_reference = False
 
-    def __init__(self) -> None:
-        self._C = _load_extension()
+    def __init__(self, isa: str = "auto") -> None:
+        """``isa="portable"`` forces the SSE2 build even on an AVX2 CPU (tests, comparisons)."""
+        self._C = _load_extension(isa)
         threads = _config.num_threads()
         if threads is not None:
             self._C.set_num_threads(threads)
@@ -108,7 +116,7 @@ class CppBackend(NumpyBackend):
 
     def describe(self) -> str:
         return (
-            f"fastmlp._C (C++17, pybind11), {self._C.get_num_threads()} loop thread(s), "
+            f"{self._C.__name__} (C++17, pybind11, {self._C.isa}), {self._C.get_num_threads()} loop thread(s), "
             f"OpenBLAS {self._C.blas_get_num_threads()} thread(s): {self._C.blas_config()}"
         )
 
