@@ -183,10 +183,18 @@ STATE = {"sgd_step": 1, "momentum_step": 1, "adagrad_step": 1, "rmsprop_step": 3
          "adamax_step": 2, "nadam_step": 2, "adadelta_step": 2}
 
 
+def stream_gbs(min_time, n=10_000_000):
+    """The memory stream of this run: NumPy ``c = a + b`` (2R+1W) on n float32, GB/s."""
+    a, b, c = (np.ones(n, np.float32) for _ in range(3))
+    return 3 * 4 * n / timeit(lambda: np.add(a, b, out=c), min_time) / 1e9
+
+
 def bench_optim(min_time, n=10_000_000):
     be = fastmlp.get_backend("cpp")
     ref = fastmlp.get_backend("numpy")
-    print(f"optimizer steps on {n:,} float32 parameters: GB/s of counted traffic (reads + writes)")
+    stream = stream_gbs(min_time, n)
+    print(f"optimizer steps on {n:,} float32 parameters: GB/s of counted traffic (reads + writes); "
+          f"stream (NumPy a+b) {stream:.1f} GB/s")
     rng = np.random.default_rng(0)
     p = rng.standard_normal(n).astype(np.float32)
     g = rng.standard_normal(n).astype(np.float32)
@@ -205,7 +213,8 @@ def bench_optim(min_time, n=10_000_000):
         t = timeit(call(be), min_time)
         t_ref = timeit(call(ref), min_time)
         gbs = (reads + writes) * 4 * n / t / 1e9
-        print(f"  {op:15s} {gbs:6.1f} GB/s ({reads}R+{writes}W), {t_ref / t:5.1f}x the reference")
+        print(f"  {op:15s} {gbs:6.1f} GB/s ({reads}R+{writes}W, {gbs / stream:.2f}x stream), "
+              f"{t_ref / t:5.1f}x the reference")
 
 
 ACTS = {"relu": (), "leaky_relu": (), "elu": (), "gelu": (), "mish": (), "tanh": (), "sigmoid": (),
@@ -234,7 +243,9 @@ def bench_act(min_time, n=10_000_000):
         }
     except ImportError:
         torch_fb = {}
-    print(f"activation forward+backward on {n:,} float32 elements: ms, GB/s (fwd 1R+1W, bwd 3R+1W)")
+    stream = stream_gbs(min_time, n)
+    print(f"activation forward+backward on {n:,} float32 elements: ms, GB/s (fwd 1R+1W, bwd 3R+1W); "
+          f"stream (NumPy a+b) {stream:.1f} GB/s")
     for name in ACTS:
         fwd, bwd = getattr(be, f"{name}_forward"), getattr(be, f"{name}_backward")
 
@@ -243,7 +254,8 @@ def bench_act(min_time, n=10_000_000):
             bwd(dY, Z, Y)
 
         t = timeit(fb, min_time)
-        line = f"  {name:11s} cpp {t * 1e3:6.1f} ms ({6 * 4 * n / t / 1e9:5.1f} GB/s)"
+        gbs = 6 * 4 * n / t / 1e9
+        line = f"  {name:11s} cpp {t * 1e3:6.1f} ms ({gbs:5.1f} GB/s, {gbs / stream:.2f}x stream)"
         if name in torch_fb:
             tt = timeit(torch_fb[name], min_time)
             line += f", torch aten {tt * 1e3:6.1f} ms ({tt / t:.2f}x)"
@@ -254,7 +266,20 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="shorter timings")
     ap.add_argument("--only", choices=["steps", "optim", "act"])
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads for every library (BLAS, torch, fastmlp loops); default: theirs")
     args = ap.parse_args()
+    if args.threads:
+        be = fastmlp.get_backend("cpp")
+        be._C.blas_set_num_threads(args.threads)
+        be.set_num_threads(args.threads)
+        try:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        except ImportError:
+            pass
+        print(f"threads: {args.threads} (set OPENBLAS_NUM_THREADS too: NumPy's BLAS reads it at import)")
     min_time = 0.3 if args.quick else 1.0
     if args.only in (None, "steps"):
         bench_steps(min_time)

@@ -176,11 +176,14 @@ template <class T> struct SiluOp {
 };
 
 // ---------------------------------------------------------------------------- maps
+// The op is copied into a local first: a hyper-parameter read through a reference could alias
+// the output (same type), which stops GCC from vectorising the loop.
 template <class T, class Op>
 void map_forward(const Op& op, const T* Z, T* Y, i64 n) {
     FtzGuard ftz;
     parallel_for(n, [&](i64 a, i64 b) {
-        for (i64 i = a; i < b; ++i) Y[i] = op.fwd(Z[i]);
+        const Op o = op;
+        for (i64 i = a; i < b; ++i) Y[i] = o.fwd(Z[i]);
     });
 }
 
@@ -188,11 +191,14 @@ template <class T, class Op>
 void map_backward(const Op& op, const T* dY, const T* Z, const T* Y, T* dZ, i64 n) {
     FtzGuard ftz;
     parallel_for(n, [&](i64 a, i64 b) {
-        for (i64 i = a; i < b; ++i) dZ[i] = op.bwd(dY[i], Z[i], Y[i]);
+        const Op o = op;
+        for (i64 i = a; i < b; ++i) dZ[i] = o.bwd(dY[i], Z[i], Y[i]);
     });
 }
 
-// dZ as map_backward, and returns sum_i op.dparam(dY_i, Z_i, Y_i) (double accumulator).
+// dZ as map_backward, and returns sum_i op.dparam(dY_i, Z_i, Y_i), accumulated in double:
+// blocks of 256 terms go through a small buffer (the loop writing it vectorises) into eight
+// independent double accumulators (no reassociation needed, so that loop vectorises too).
 template <class T, class Op>
 double map_backward_param(const Op& op, const T* dY, const T* Z, const T* Y, T* dZ, i64 n, bool param_grad) {
     FtzGuard ftz;
@@ -201,12 +207,23 @@ double map_backward_param(const Op& op, const T* dY, const T* Z, const T* Y, T* 
         return 0.0;
     }
     return parallel_sum(n, [&](i64 a, i64 b) {
-        double s = 0.0;
-        for (i64 i = a; i < b; ++i) {
-            dZ[i] = op.bwd(dY[i], Z[i], Y[i]);
-            s += double(op.dparam(dY[i], Z[i], Y[i]));
+        const Op o = op;
+        constexpr i64 B = 256;
+        T buf[B];
+        double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (i64 i0 = a; i0 < b; i0 += B) {
+            const i64 len = std::min(B, b - i0);
+            for (i64 i = 0; i < len; ++i) {
+                const i64 k = i0 + i;
+                dZ[k] = o.bwd(dY[k], Z[k], Y[k]);
+                buf[i] = o.dparam(dY[k], Z[k], Y[k]);
+            }
+            i64 j = 0;
+            for (; j + 8 <= len; j += 8)
+                for (int q = 0; q < 8; ++q) acc[q] += double(buf[j + q]);
+            for (; j < len; ++j) acc[0] += double(buf[j]);
         }
-        return s;
+        return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
     });
 }
 
