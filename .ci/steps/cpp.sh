@@ -37,12 +37,14 @@ cp "$tmp/lib/fastmlp/"* "$tmp/pkg/fastmlp/"
 repo="$(pwd)"
 cd "$tmp"
 export PYTHONPATH="$tmp/pkg"
-export LD_PRELOAD="$(g++ -print-file-name=libasan.so)"
+export FASTMLP_CPP_ISA=portable  # the sanitized build is the portable module only
+# libstdc++ preloaded too: Python does not link it, and ASan must find the real __cxa_throw
+export LD_PRELOAD="$(g++ -print-file-name=libasan.so) $(g++ -print-file-name=libstdc++.so)"
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
-python -c "import fastmlp; fastmlp.get_backend('cpp'); import fastmlp._C as c; assert c.__file__.startswith('$tmp'), c.__file__"
-python -m pytest -q -x -p no:cacheprovider "$repo/tests/test_cpp_backend.py"
-python -m pytest -q -x -p no:cacheprovider "$repo/tests/test_backends_vs_reference.py" -k cpp
+python -c "import fastmlp; c = fastmlp.get_backend('cpp')._C; assert c.__file__.startswith('$tmp'), c.__file__"
+python -m pytest -q -s -x -p no:cacheprovider "$repo/tests/test_cpp_backend.py"
+python -m pytest -q -s -x -p no:cacheprovider "$repo/tests/test_backends_vs_reference.py" -k cpp
 unset LD_PRELOAD PYTHONPATH
 cd "$repo"
 echo "cpp: sanitizer run passed"

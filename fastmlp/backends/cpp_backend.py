@@ -105,9 +105,10 @@ class CppBackend(NumpyBackend):
     name = "cpp"
     is_reference = False
 
-    def __init__(self, isa: str = "auto") -> None:
-        """``isa="portable"`` forces the SSE2 build even on an AVX2 CPU (tests, comparisons)."""
-        self._C = _load_extension(isa)
+    def __init__(self, isa: str | None = None) -> None:
+        """``isa="portable"`` forces the SSE2 build even on an AVX2 CPU; default:
+        ``FASTMLP_CPP_ISA`` (``auto``)."""
+        self._C = _load_extension(isa or _config.cpp_isa())
         threads = _config.num_threads()
         if threads is not None:
             self._C.set_num_threads(threads)
