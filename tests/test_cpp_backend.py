@@ -448,6 +448,7 @@ def test_threads_give_the_reference_results(cpp):
     rng = np.random.default_rng(4)
     Z, dY = rng.standard_normal(n).astype(F32), rng.standard_normal(n).astype(F32)
     p, g = rng.standard_normal(n).astype(F32), rng.standard_normal(n).astype(F32)
+    before = cpp.get_num_threads()
     try:
         cpp.set_num_threads(2)
         assert cpp.get_num_threads() == 2
@@ -462,8 +463,10 @@ def test_threads_give_the_reference_results(cpp):
             cpp.adam_step(p, g, *state, None, lr=0.01, step=step)
             REF.adam_step(ref_p, g, *ref_state, None, lr=0.01, step=step)
         assert_matches(p, ref_p, "float32", "step")
-    finally:
         cpp.set_num_threads(1)
+        assert_matches(cpp.gelu_forward(Z), REF.gelu_forward(Z), "float32")
+    finally:
+        cpp.set_num_threads(before)
     with pytest.raises(ValueError):
         cpp.set_num_threads(0)
 

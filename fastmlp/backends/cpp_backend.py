@@ -12,9 +12,10 @@ the model, loss and optimizer combinations listed in :meth:`CppBackend.train_ste
 that are not C-contiguous are copied; outputs are allocated here. The bindings re-validate
 every argument (dtype, shape, contiguity, aliasing) and raise before touching memory.
 
-Threads: OpenBLAS uses its own pool for the GEMMs; the elementwise loops run on the calling
-thread unless ``FASTMLP_NUM_THREADS`` (or :meth:`CppBackend.set_num_threads`) asks for more,
-and then fork-join only over arrays of at least 2 x 131072 elements (docs/cpp.md).
+Threads: OpenBLAS uses its own pool for the GEMMs; the elementwise loops fork-join over
+``std::thread``s (never spinning) for arrays of at least 2 x 131072 elements, as many as the
+cores of the process (at most 4) unless ``FASTMLP_NUM_THREADS`` or
+:meth:`CppBackend.set_num_threads` says otherwise (docs/cpp.md).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import functools
 import importlib
 import importlib.util
 import math
+import os
 import weakref
 from pathlib import Path
 from typing import Any
@@ -110,8 +112,10 @@ class CppBackend(NumpyBackend):
         ``FASTMLP_CPP_ISA`` (``auto``)."""
         self._C = _load_extension(isa or _config.cpp_isa())
         threads = _config.num_threads()
-        if threads is not None:
-            self._C.set_num_threads(threads)
+        if threads is None:  # the cores this process may use, at most 4 (docs/cpp.md: Threads)
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+            threads = max(1, min(cores or 1, 4))
+        self._C.set_num_threads(threads)
         self._plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._covering: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -122,7 +126,7 @@ class CppBackend(NumpyBackend):
         )
 
     def set_num_threads(self, n: int) -> None:
-        """Threads for the large elementwise loops (1, the default, starts no thread)."""
+        """Threads for the large elementwise loops (1 starts no thread)."""
         self._C.set_num_threads(int(n))
 
     def get_num_threads(self) -> int:
