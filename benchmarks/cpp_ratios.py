@@ -14,7 +14,6 @@ Run: ``python benchmarks/cpp_ratios.py [--quick] [--only steps|optim|act]``.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import numpy as np
@@ -43,22 +42,6 @@ def race(fns: dict, min_time=0.5, rounds=7):
                 fn()
             best[name] = min(best[name], (time.perf_counter() - t0) / counts[name])
     return best
-
-
-def timeit(fn, min_time=0.5, repeats=5):
-    """Median seconds per call over `repeats` blocks of calls lasting about min_time/repeats."""
-    fn()
-    t0 = time.perf_counter()
-    fn()
-    one = max(time.perf_counter() - t0, 1e-7)
-    n = max(1, int(min_time / repeats / one))
-    blocks = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        blocks.append((time.perf_counter() - t0) / n)
-    return statistics.median(blocks)
 
 
 # ---------------------------------------------------------------------------- in-place NumPy
@@ -204,9 +187,10 @@ STATE = {"sgd_step": 1, "momentum_step": 1, "adagrad_step": 1, "rmsprop_step": 3
 
 
 def stream_gbs(min_time, n=10_000_000):
-    """The memory stream of this run: NumPy ``c = a + b`` (2R+1W) on n float32, GB/s."""
+    """The memory stream of this run: NumPy ``c = a + b`` (2R+1W) on n float32, GB/s (one
+    thread: a floor for the machine's bandwidth, not its peak)."""
     a, b, c = (np.ones(n, np.float32) for _ in range(3))
-    return 3 * 4 * n / timeit(lambda: np.add(a, b, out=c), min_time) / 1e9
+    return 3 * 4 * n / race({"add": lambda: np.add(a, b, out=c)}, min_time)["add"] / 1e9
 
 
 def bench_optim(min_time, n=10_000_000):
@@ -230,8 +214,8 @@ def bench_optim(min_time, n=10_000_000):
         def call(backend, op=op, states=states, extra=extra, hyper=hyper, counter=counter):
             return lambda: getattr(backend, op)(p, g, *states, lr=1e-6, step=next(counter), **extra, **hyper)
 
-        t = timeit(call(be), min_time)
-        t_ref = timeit(call(ref), min_time)
+        res = race({"cpp": call(be), "ref": call(ref)}, min_time)
+        t, t_ref = res["cpp"], res["ref"]
         gbs = (reads + writes) * 4 * n / t / 1e9
         print(f"  {op:15s} {gbs:6.1f} GB/s ({reads}R+{writes}W, {gbs / stream:.2f}x stream), "
               f"{t_ref / t:5.1f}x the reference")
@@ -269,15 +253,22 @@ def bench_act(min_time, n=10_000_000):
     for name in ACTS:
         fwd, bwd = getattr(be, f"{name}_forward"), getattr(be, f"{name}_backward")
 
-        def fb(fwd=fwd, bwd=bwd):
-            Y = fwd(Z)
-            bwd(dY, Z, Y)
+        # a fixed beta (softplus, silu): no d(beta), as the layer calls it and as aten computes
+        kw = {"param_grad": False} if name in ("softplus", "silu") else {}
 
-        t = timeit(fb, min_time)
+        def fb(fwd=fwd, bwd=bwd, kw=kw):
+            Y = fwd(Z)
+            bwd(dY, Z, Y, **kw)
+
+        fns = {"cpp": fb}
+        if name in torch_fb:
+            fns["torch"] = torch_fb[name]
+        res = race(fns, min_time * len(fns))
+        t = res["cpp"]
         gbs = 6 * 4 * n / t / 1e9
         line = f"  {name:11s} cpp {t * 1e3:6.1f} ms ({gbs:5.1f} GB/s, {gbs / stream:.2f}x stream)"
-        if name in torch_fb:
-            tt = timeit(torch_fb[name], min_time)
+        if "torch" in res:
+            tt = res["torch"]
             line += f", torch aten {tt * 1e3:6.1f} ms ({tt / t:.2f}x)"
         print(line)
 
