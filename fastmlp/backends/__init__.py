@@ -47,6 +47,7 @@ __all__ = [
 # name -> ("module:Class", install hint). Registering a backend is one line here.
 _REGISTRY: dict[str, tuple[str, str]] = {
     "numpy": ("fastmlp.backends.numpy_backend:NumpyBackend", "pip install fastmlp"),
+    "cpp": ("fastmlp.backends.cpp_backend:CppBackend", "pip install fastmlp with a C++17 compiler (FASTMLP_STRICT_BUILD=1 shows why the build failed)"),
     "numba": ("fastmlp.backends.numba_backend:NumbaBackend", "pip install 'fastmlp[numba]'"),
     "cupy": ("fastmlp.backends.cupy_backend:CupyBackend", "pip install 'fastmlp[cupy]' (an NVIDIA GPU, sm_75+)"),
 }
