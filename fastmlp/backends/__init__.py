@@ -49,7 +49,7 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "numpy": ("fastmlp.backends.numpy_backend:NumpyBackend", "pip install fastmlp"),
     "cpp": ("fastmlp.backends.cpp_backend:CppBackend", "pip install fastmlp with a C++17 compiler (FASTMLP_STRICT_BUILD=1 shows why the build failed)"),
     "numba": ("fastmlp.backends.numba_backend:NumbaBackend", "pip install 'fastmlp[numba]'"),
-    "cupy": ("fastmlp.backends.cupy_backend:CupyBackend", "pip install 'fastmlp[cupy]' (an NVIDIA GPU, sm_75+)"),
+    "cupy": ("fastmlp.backends.cupy_backend:CupyBackend", "pip install 'fastmlp[cupy]' (cupy-cuda13x: GPUs of compute capability 7.5+; older GPUs: cupy-cuda12x)"),
 }
 
 # The order `auto` tries, fastest first, as measured by `python -m fastmlp bench`.

@@ -78,10 +78,7 @@ def _import_cupy():
     try:
         import cupy
     except ImportError as exc:
-        raise ImportError(
-            f"CuPy is not installed ({exc}); install the extra: pip install 'fastmlp[cupy]' "
-            "(cupy-cuda13x, for GPUs of compute capability 7.5 and newer; older GPUs need cupy-cuda12x)"
-        ) from exc
+        raise ImportError(f"CuPy is not installed ({exc})") from exc
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # CUDARuntimeError: no driver, driver too old, no device
