@@ -1,5 +1,6 @@
 """Side-by-side timing of the backends on SPEC section 12's standard models (``python -m
-fastmlp bench``), and the in-place NumPy baseline the asv suites also use.
+fastmlp bench``), the in-place NumPy baseline the asv suites also use, and :func:`race`, the
+interleaved timer that ``benchmarks/speed.py`` shares.
 
 A training step is forward, softmax cross-entropy, backward and an Adam step, the same work
 ``model.train_step`` does. Each backend is timed in the same run as the reference, after warm-up
@@ -18,7 +19,7 @@ from typing import TextIO
 
 import numpy as np
 
-__all__ = ["STANDARD_MODELS", "InplaceNumpyMLP", "BenchResult", "make_step", "time_steps", "run"]
+__all__ = ["STANDARD_MODELS", "InplaceNumpyMLP", "BenchResult", "make_step", "race", "run"]
 
 #: name -> (layer widths, batch size), SPEC section 12
 STANDARD_MODELS: dict[str, tuple[tuple[int, ...], int]] = {
@@ -133,11 +134,14 @@ class InplaceNumpyMLP:
 
 def make_step(backend: str, widths: Sequence[int], batch: int, dtype: str = "float32", seed: int = 0):
     """A zero-argument callable doing one training step of a fresh ReLU MLP with Adam on
-    ``backend`` (``"numpy_inplace"``: the :class:`InplaceNumpyMLP` baseline)."""
+    ``backend`` (``"numpy_inplace"``: the :class:`InplaceNumpyMLP` baseline; ``"torch"``:
+    PyTorch eager with ``Adam(fused=True)``, torch being no dependency of fastmlp)."""
     X, y = batch_data(widths, batch, dtype, seed)
     if backend == "numpy_inplace":
         net = InplaceNumpyMLP(widths, batch, dtype, seed=seed)
         return lambda: net.step(X, y)
+    if backend == "torch":
+        return _torch_step(X, y, widths, dtype, seed)
     from . import MLP, CrossEntropyLoss, get_backend
     from .optim import Adam
 
@@ -149,18 +153,70 @@ def make_step(backend: str, widths: Sequence[int], batch: int, dtype: str = "flo
     return lambda: model.train_step(Xd, yd, loss, opt)
 
 
-def time_steps(step, repeat: int = 10, warmup: int = 2, sync=None) -> list[float]:
-    """Seconds per call of ``step`` over ``repeat`` calls after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(repeat):
+def _torch_step(X: np.ndarray, y: np.ndarray, widths: Sequence[int], dtype: str, seed: int):
+    """PyTorch eager: the same ReLU MLP, cross-entropy and ``Adam(fused=True)``."""
+    import torch
+
+    torch.manual_seed(seed)
+    layers: list = []
+    for a, b in zip(widths[:-1], widths[1:]):
+        layers += [torch.nn.Linear(a, b, dtype=getattr(torch, dtype)), torch.nn.ReLU()]
+    model = torch.nn.Sequential(*layers[:-1])
+    opt = torch.optim.Adam(model.parameters(), fused=True)
+    lossf = torch.nn.CrossEntropyLoss()
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+
+    def step():
+        opt.zero_grad(set_to_none=False)
+        loss = lossf(model(Xt), yt)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
+def race(fns: dict, rounds: int = 7, min_time: float = 0.0, stat=min, warmup: int = 1) -> dict:
+    """Seconds per call of each zero-argument callable of ``fns``, the contenders interleaved.
+
+    Each contender is called ``warmup`` times untimed (JIT compilation and kernel loading stay
+    out); the last of these calls sizes its block: enough calls to last ``min_time / rounds``
+    seconds, at least one. Then, ``rounds`` times, every contender runs one block in turn, so a
+    burst of load on a shared machine hits them all alike and the ratios stay fair.
+
+    Parameters
+    ----------
+    fns : dict
+        name -> callable.
+    rounds : int
+        Timed blocks per contender.
+    min_time : float
+        Seconds of timed calls per contender (0: one call per block).
+    stat : callable
+        Of the blocks' per-call times: ``min`` (the least disturbed block) or ``statistics.median``.
+    warmup : int
+        Untimed calls per contender, at least 1.
+
+    Returns
+    -------
+    dict
+        name -> seconds per call.
+    """
+    counts = {}
+    for name, fn in fns.items():
+        for _ in range(warmup - 1):
+            fn()
         t0 = time.perf_counter()
-        step()
-        if sync is not None:
-            sync()
-        times.append(time.perf_counter() - t0)
-    return times
+        fn()
+        counts[name] = max(1, int(min_time / rounds / max(time.perf_counter() - t0, 1e-7)))
+    blocks: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(counts[name]):
+                fn()
+            blocks[name].append((time.perf_counter() - t0) / counts[name])
+    return {name: stat(v) for name, v in blocks.items()}
 
 
 @dataclass
@@ -211,15 +267,8 @@ def run(models: Sequence[str] | None = None, backends: Sequence[str] | None = No
     for m in models:
         widths, batch = STANDARD_MODELS[m]
         steps = {n: make_step(n, widths, batch, dtype) for n in usable}
-        for step in steps.values():
-            time_steps(step, repeat=0, warmup=2)
-        # round robin: each round times one step of every backend, so a burst of load on a
-        # shared machine hits them all alike and the ratios stay fair
-        samples: dict[str, list[float]] = {n: [] for n in usable}
-        for _ in range(repeat):
-            for n, step in steps.items():
-                samples[n] += time_steps(step, repeat=1, warmup=0)
-        times = {n: statistics.median(v) for n, v in samples.items()}
+        # one step per block, the backends taking turns, median of the blocks
+        times = race(steps, rounds=repeat, stat=statistics.median, warmup=2)
         ref = times["numpy"]
         cells = []
         for n in usable:
