@@ -299,7 +299,7 @@ PYBIND11_MODULE(FASTMLP_MODULE, m) {
     m.def("set_num_threads", [](int n) {
         if (n < 1) fail_value("set_num_threads: need a positive thread count");
         fastmlp::set_num_threads(n);
-    }, "n"_a, "Threads for the large elementwise loops (1: no thread is started).");
+    }, "n"_a, "Threads of the backend's pool: GEMMs split by rows, elementwise loops, optimizer chunks (1: all on the caller).");
     m.def("get_num_threads", &fastmlp::get_num_threads);
     m.def("blas_set_num_threads", [](int n) {
         if (n < 1) fail_value("blas_set_num_threads: need a positive thread count");
@@ -503,7 +503,7 @@ PYBIND11_MODULE(FASTMLP_MODULE, m) {
             T *dw = dW.out<T>(), *dbp = db.out<T>(), *dx = dX.out<T>();
             py::gil_scoped_release nogil;
             std::vector<T> scratch(a == Act::identity ? 0 : size_t(N * out));
-            fastmlp::dense_backward<T>(dy, x, w, y, y, dw, dbp, dx, scratch.data(), N, in, out, a);
+            fastmlp::dense_backward<T>(dy, x, w, y, dw, dbp, dx, scratch.data(), N, in, out, a);
         })
     }, "dY"_a.noconvert(), "X"_a.noconvert(), "W"_a.noconvert(), "Y"_a.noconvert(), "act"_a, "dW"_a.noconvert(),
        "db"_a.noconvert().none(true), "dX"_a.noconvert().none(true),

@@ -3,9 +3,8 @@
 //   - FtzGuard: flush-to-zero / denormals-are-zero, scoped to one kernel call and restored.
 //     Adam's second moment decays into denormals for dead units after ~700 steps and every
 //     operation on a denormal costs ~100 cycles: the step got 6x slower. FTZ keeps it flat.
-//   - parallel_for: fork-join over std::thread for large elementwise loops. No OpenMP: its
-//     spin-waiting workers fought OpenBLAS's threads (a step 30-40x slower on two cores), and
-//     joined std::threads never spin. Threads: set_num_threads(); 1 (the default) = no thread.
+//   - parallel_for / parallel_sum: large elementwise loops split over the backend's one
+//     thread pool (csrc/pool.h, which says why one pool and OpenBLAS at one thread).
 //   - vexp / vlog1p / vtanh / verf: branch-free math that GCC vectorises (a libm call per
 //     element does not vectorise), accurate to a few ulp (verf<float>: 1.5e-7 absolute).
 //   - gemm: row-major C = alpha op(A) op(B) + beta C on OpenBLAS (scipy_cblas_sgemm/dgemm).
@@ -30,9 +29,9 @@
 
 #include <cblas.h>
 
-namespace fastmlp {
+#include "pool.h"
 
-using i64 = std::int64_t;
+namespace fastmlp {
 
 // ---------------------------------------------------------------------------- FTZ
 struct FtzGuard {
@@ -46,47 +45,38 @@ struct FtzGuard {
 };
 
 // ---------------------------------------------------------------------------- threads
-inline std::atomic<int>& thread_count() {
-    static std::atomic<int> n{1};
-    return n;
-}
-inline void set_num_threads(int n) { thread_count().store(n < 1 ? 1 : n); }
-inline int get_num_threads() { return thread_count().load(); }
+// Work below this many elements per thread runs on the calling thread: waking the pool and
+// joining it cost a few microseconds, the time of ~10k simple float updates.
+constexpr i64 kGrain = 1 << 14;
 
-// Work below this many elements per thread runs on the calling thread: starting a thread
-// costs ~20-50 us, the time of ~100k simple float updates.
-constexpr i64 kGrain = 1 << 17;
-
-// f(begin, end) over [0, n), split in contiguous chunks (multiples of 64 elements), one per
-// thread; the caller runs chunk 0. Each worker sets its own FTZ (MXCSR is per thread).
+// f(begin, end) over contiguous chunks of [0, n) (multiples of 64 elements), one per thread of
+// the pool (csrc/pool.h); the caller runs chunk 0. Each thread sets its own FTZ (MXCSR is per
+// thread).
 template <class F>
 void parallel_for(i64 n, F&& f) {
-    i64 nt = std::min<i64>(get_num_threads(), n / kGrain);
+    const int nt = int(std::min<i64>(get_num_threads(), n / kGrain));
     if (nt <= 1) {
         f(i64(0), n);
         return;
     }
-    i64 chunk = ((n + nt - 1) / nt + 63) / 64 * 64;
-    std::vector<std::thread> workers;
-    workers.reserve(nt - 1);
-    for (i64 t = 1; t < nt; ++t) {
-        i64 a = std::min(n, t * chunk), b = std::min(n, (t + 1) * chunk);
-        workers.emplace_back([&f, a, b] {
-            FtzGuard ftz;
-            f(a, b);
-        });
-    }
-    f(i64(0), std::min(n, chunk));
-    for (auto& w : workers) w.join();
+    Pool::instance().run(nt, [&](int t, int k) {
+        FtzGuard ftz;
+        const Range r = split(n, t, k, 64);
+        if (r.size() > 0) f(r.begin, r.end);
+    });
 }
 
-// Sum over threads of g(begin, end) -> double (per-thread partials, then added in order).
+// Sum over the chunks of g(begin, end) -> double, added in chunk order (deterministic for a
+// given thread count).
 template <class G>
 double parallel_sum(i64 n, G&& g) {
-    i64 nt = std::max<i64>(1, std::min<i64>(get_num_threads(), n / kGrain));
+    const int nt = int(std::max<i64>(1, std::min<i64>(get_num_threads(), n / kGrain)));
     std::vector<double> part(nt, 0.0);
-    i64 chunk = ((n + nt - 1) / nt + 63) / 64 * 64;
-    parallel_for(n, [&](i64 a, i64 b) { part[a / chunk] += g(a, b); });
+    Pool::instance().run(nt, [&](int t, int k) {
+        FtzGuard ftz;
+        const Range r = split(n, t, k, 64);
+        if (r.size() > 0) part[t] = g(r.begin, r.end);
+    });
     double s = 0.0;
     for (double p : part) s += p;
     return s;

@@ -1,8 +1,14 @@
 // fastmlp cpp backend: the dense layer, forward and backward, with the activation fused.
 //
-// Layout: row-major; X (N, in), W (out, in), b (out), Y (N, out). GEMMs on OpenBLAS, the
-// bias and activation in one pass over Y after the GEMM (the epilogue), and in the backward
-// the activation gradient in one pass before the two GEMMs.
+// Layout: row-major; X (N, in), W (out, in), b (out), Y (N, out). GEMMs on OpenBLAS (one
+// thread: the pool of csrc/pool.h splits them), the bias and activation in one pass over Y
+// after the GEMM (the epilogue), and in the backward the activation gradient in one pass
+// before the two GEMMs.
+//
+// The pieces each thread runs, on its part of the work (the training step calls them inside
+// its own job): forward and dX by rows of the batch (row n of the output needs row n of the
+// input only), dW and db by output units (dW[u] = sum_n dZ[n, u] X[n]), or by input columns
+// when there are too few units to share. dense_forward / dense_backward run them on the pool.
 //
 // Rebuild: `pip install -e .` (see docs/cpp.md).
 #pragma once
@@ -11,14 +17,14 @@
 
 namespace fastmlp {
 
-// Y = act(X W^T + b)   (the course's Z = X W^T + b, then the activation)
+// Rows of Y = act(X W^T + b)   (the course's Z = X W^T + b, then the activation); X and Y point
+// at the first of the `rows` rows.
 template <class T>
-void dense_forward(const T* X, const T* W, const T* b, T* Y, i64 N, i64 in, i64 out, Act act, T h1 = T(0),
-                   T h2 = T(0)) {
-    FtzGuard ftz;
-    gemm(false, true, N, out, in, T(1), X, in, W, in, T(0), Y, out);
+void dense_forward_rows(const T* X, const T* W, const T* b, T* Y, i64 rows, i64 in, i64 out, Act act, T h1, T h2) {
+    if (rows <= 0) return;
+    gemm(false, true, rows, out, in, T(1), X, in, W, in, T(0), Y, out);
     with_act<T>(act, h1, h2, [&](auto op) {
-        for (i64 r = 0; r < N; ++r) {
+        for (i64 r = 0; r < rows; ++r) {
             T* y = Y + r * out;
             if (b) {
                 for (i64 j = 0; j < out; ++j) y[j] = op.fwd(y[j] + b[j]);
@@ -29,30 +35,81 @@ void dense_forward(const T* X, const T* W, const T* b, T* Y, i64 N, i64 in, i64 
     });
 }
 
-// dZ = dY * act'(.)  (from Y for the fused activations; Z is only read by the others)
-// dW = dZ^T X (overwritten), db = sum_n dZ (overwritten, when given), dX = dZ W (when given).
-// dZ_work: N * out scratch, unused (may be null) for the identity.
+// dZ = dY * act'(Y) over n elements (dZ may be dY: in place). The fused activations' gradient
+// needs Y only.
 template <class T>
-void dense_backward(const T* dY, const T* X, const T* W, const T* Z, const T* Y, T* dW, T* db, T* dX, T* dZ_work,
-                    i64 N, i64 in, i64 out, Act act, T h1 = T(0), T h2 = T(0)) {
-    FtzGuard ftz;
-    const T* dZ = dY;
-    if (act != Act::identity) {
-        with_act<T>(act, h1, h2, [&](auto op) {
-            const i64 n = N * out;
-            for (i64 i = 0; i < n; ++i) dZ_work[i] = op.bwd(dY[i], Z[i], Y[i]);
-        });
-        dZ = dZ_work;
-    }
-    gemm(true, false, out, in, N, T(1), dZ, out, X, in, T(0), dW, in);
-    if (db) {
-        for (i64 j = 0; j < out; ++j) db[j] = dZ[j];
-        for (i64 r = 1; r < N; ++r) {
-            const T* dz = dZ + r * out;
-            for (i64 j = 0; j < out; ++j) db[j] += dz[j];
+void dense_act_grad(const T* dY, const T* Y, T* dZ, i64 n, Act act, T h1, T h2) {
+    with_act<T>(act, h1, h2, [&](auto op) {
+        for (i64 i = 0; i < n; ++i) dZ[i] = op.bwd(dY[i], Y[i], Y[i]);
+    });
+}
+
+// Part t of nt of dW = dZ^T X (overwritten) and db = sum_n dZ (overwritten, when given), dZ
+// (N, out) complete. By units when each thread gets at least 8, else by input columns (db on
+// part 0).
+template <class T>
+void dense_weight_grad(const T* dZ, const T* X, T* dW, T* db, i64 N, i64 in, i64 out, int t, int nt) {
+    if (out >= 8 * nt || nt == 1) {
+        const Range u = split(out, t, nt, 8);
+        if (u.size() <= 0) return;
+        gemm(true, false, u.size(), in, N, T(1), dZ + u.begin, out, X, in, T(0), dW + u.begin * in, in);
+        if (db) {
+            T* d = db + u.begin;
+            for (i64 j = 0; j < u.size(); ++j) d[j] = dZ[u.begin + j];
+            for (i64 r = 1; r < N; ++r) {
+                const T* dz = dZ + r * out + u.begin;
+                for (i64 j = 0; j < u.size(); ++j) d[j] += dz[j];
+            }
         }
+        return;
     }
-    if (dX) gemm(false, false, N, in, out, T(1), dZ, out, W, in, T(0), dX, in);
+    const Range c = split(in, t, nt, 16);
+    if (c.size() > 0) gemm(true, false, out, c.size(), N, T(1), dZ, out, X + c.begin, in, T(0), dW + c.begin, in);
+    if (db && t == 0) {
+        for (i64 j = 0; j < out; ++j) db[j] = dZ[j];
+        for (i64 r = 1; r < N; ++r)
+            for (i64 j = 0; j < out; ++j) db[j] += dZ[r * out + j];
+    }
+}
+
+// Rows of dX = dZ W; dZ and dX point at the first of the `rows` rows.
+template <class T>
+void dense_input_grad_rows(const T* dZ, const T* W, T* dX, i64 rows, i64 in, i64 out) {
+    if (rows > 0) gemm(false, false, rows, in, out, T(1), dZ, out, W, in, T(0), dX, in);
+}
+
+// Threads for a dense layer of this size: one per 2^18 multiply-adds (a thread's share of a
+// smaller GEMM costs less than waking it), at most one per row.
+inline int dense_threads(i64 N, i64 in, i64 out) {
+    const i64 work = N * in * out >> 18;
+    return int(std::max<i64>(1, std::min<i64>({i64(get_num_threads()), work, N})));
+}
+
+// Y = act(X W^T + b)
+template <class T>
+void dense_forward(const T* X, const T* W, const T* b, T* Y, i64 N, i64 in, i64 out, Act act, T h1 = T(0),
+                   T h2 = T(0)) {
+    Pool::instance().run(dense_threads(N, in, out), [&](int t, int nt) {
+        FtzGuard ftz;
+        const Range r = split(N, t, nt);
+        dense_forward_rows(X + r.begin * in, W, b, Y + r.begin * out, r.size(), in, out, act, h1, h2);
+    });
+}
+
+// dZ = dY * act'(Y); dW = dZ^T X (overwritten), db = sum_n dZ (overwritten, when given),
+// dX = dZ W (when given). dZ_work: N * out scratch, unused (may be null) for the identity.
+template <class T>
+void dense_backward(const T* dY, const T* X, const T* W, const T* Y, T* dW, T* db, T* dX, T* dZ_work, i64 N, i64 in,
+                    i64 out, Act act, T h1 = T(0), T h2 = T(0)) {
+    const T* dZ = act == Act::identity ? dY : dZ_work;
+    Pool::instance().run(dense_threads(N, in, out), [&](int t, int nt) {
+        FtzGuard ftz;
+        const Range r = split(N, t, nt);
+        if (act != Act::identity) dense_act_grad(dY + r.begin * out, Y + r.begin * out, dZ_work + r.begin * out, r.size() * out, act, h1, h2);
+        Pool::instance().barrier(nt);
+        dense_weight_grad(dZ, X, dW, db, N, in, out, t, nt);
+        if (dX) dense_input_grad_rows(dZ + r.begin * out, W, dX + r.begin * in, r.size(), in, out);
+    });
 }
 
 }  // namespace fastmlp

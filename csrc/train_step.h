@@ -4,9 +4,14 @@
 //
 //   forward   A_0 = X, A_l = act_l(A_{l-1} W_l^T + b_l) (dense) or act_l(A_{l-1}) (activation)
 //   loss      value = sum_n L_n (* 1/count for "mean"), G = dL/dA_L
-//   backward  the dense_backward / activation backward of each layer, last to first, writing
+//   backward  the dense / activation backward of each layer, last to first, writing
 //             dW_l, db_l into the flat gradient arena (no dX for the first layer)
 //   step      the optimizer's fused pass over the whole flat arena
+//
+// Threads (csrc/pool.h): one job on the backend's pool. Each thread carries its rows of the
+// batch through the forward pass, the loss and each layer's activation gradient and dX; a
+// barrier before each dense layer's dW/db (which needs every row: split by units), one for the
+// loss total and one before the optimizer (split by arena chunks): L_dense + 2 barriers.
 //
 // The layer list mirrors Sequential._plan (fastmlp/layers.py); cpp_backend.py builds it and
 // the binding validates it (offsets inside the arena, widths chained) before calling here.
@@ -43,11 +48,35 @@ struct TrainResult {
     bool finite;
 };
 
+// The rows of the batch one thread carries through the forward pass, the loss and the
+// activation gradients; the loss's terms of those rows, summed in double.
+template <class T>
+double loss_rows(const LossSpec& loss, const T* O, const std::int64_t* labels, const T* target, T* G, i64 rows, i64 C,
+                 T r) {
+    const i64 numel = rows * C;
+    switch (loss.kind) {
+        case LossKind::cross_entropy: return cross_entropy_loss(O, labels, target, rows, C, T(loss.h), r, (T*)nullptr, G);
+        case LossKind::mse: return mse_loss(O, target, numel, r, (T*)nullptr, G);
+        case LossKind::l1: return l1_loss(O, target, numel, r, (T*)nullptr, G);
+        case LossKind::huber: return huber_loss(O, target, numel, r, T(loss.h), (T*)nullptr, G);
+        case LossKind::bce_with_logits: return bce_with_logits_loss(O, target, numel, r, (T*)nullptr, G);
+    }
+    return 0.0;
+}
+
+// Threads for a step: one per 2^18 multiply-adds of the widest layer's GEMM, at most one per
+// row (see dense_threads).
+inline int step_threads(i64 N, const std::vector<LayerSpec>& layers) {
+    int nt = 1;
+    for (const auto& l : layers)
+        if (l.kind == 0) nt = std::max(nt, dense_threads(N, l.in, l.out));
+    return nt;
+}
+
 template <class T>
 TrainResult train_step(const T* X, i64 N, const std::vector<LayerSpec>& layers, const LossSpec& loss,
                        const std::int64_t* labels, const T* target, T* params, T* grads, i64 n_params, Opt opt,
                        const double* hyper, i64 step, T* s0, T* s1, T* s2) {
-    FtzGuard ftz;
     const i64 L = i64(layers.size());
     i64 widest = layers[0].in;
     i64 total_out = 0;
@@ -55,9 +84,9 @@ TrainResult train_step(const T* X, i64 N, const std::vector<LayerSpec>& layers, 
         widest = std::max(widest, l.out);
         total_out += N * l.out;
     }
-    // workspace: every layer's output, then two gradient buffers and the dense dZ scratch
+    // workspace: every layer's output, then two gradient buffers
     static thread_local std::vector<T> ws;
-    const i64 need = total_out + 3 * N * widest;
+    const i64 need = total_out + 2 * N * widest;
     if (i64(ws.size()) < need) ws.resize(need);
     std::vector<T*> out(L);
     T* cursor = ws.data();
@@ -65,60 +94,83 @@ TrainResult train_step(const T* X, i64 N, const std::vector<LayerSpec>& layers, 
         out[l] = cursor;
         cursor += N * layers[l].out;
     }
-    T* gA = cursor;
-    T* gB = gA + N * widest;
-    T* scratch = gB + N * widest;
+    T* const gA = cursor;
+    T* const gB = gA + N * widest;
 
-    // forward
-    const T* A = X;
-    for (i64 l = 0; l < L; ++l) {
-        const LayerSpec& s = layers[l];
-        if (s.kind == 0) {
-            dense_forward(A, params + s.w_off, s.b_off >= 0 ? params + s.b_off : nullptr, out[l], N, s.in, s.out, s.act,
-                          T(s.h1), T(s.h2));
-        } else {
-            activation_forward(s.act, T(s.h1), T(s.h2), A, out[l], N * s.out);
-        }
-        A = out[l];
-    }
-
-    // loss and its gradient
     const i64 C = layers[L - 1].out;
-    const i64 numel = N * C;
-    const double count = loss.kind == LossKind::cross_entropy ? double(N) : double(numel);
+    const double count = loss.kind == LossKind::cross_entropy ? double(N) : double(N * C);
     const T r = loss.mean ? T(1.0 / count) : T(1);
-    double sum = 0.0;
-    switch (loss.kind) {
-        case LossKind::cross_entropy:
-            sum = cross_entropy_loss(A, labels, target, N, C, T(loss.h), r, (T*)nullptr, gA);
-            break;
-        case LossKind::mse: sum = mse_loss(A, target, numel, r, (T*)nullptr, gA); break;
-        case LossKind::l1: sum = l1_loss(A, target, numel, r, (T*)nullptr, gA); break;
-        case LossKind::huber: sum = huber_loss(A, target, numel, r, T(loss.h), (T*)nullptr, gA); break;
-        case LossKind::bce_with_logits: sum = bce_with_logits_loss(A, target, numel, r, (T*)nullptr, gA); break;
-    }
-    const double value = loss.mean ? double(T(sum) / T(count)) : double(T(sum));
-    if (!std::isfinite(value)) return {value, false};
+    std::vector<double> part(std::max(1, get_num_threads()), 0.0);
+    TrainResult result{0.0, true};
+    Pool& pool = Pool::instance();
 
-    // backward
-    T* dY = gA;
-    T* dX = gB;
-    for (i64 l = L - 1; l >= 0; --l) {
-        const LayerSpec& s = layers[l];
-        const T* input = l == 0 ? X : out[l - 1];
-        if (s.kind == 0) {
-            dense_backward(dY, input, params + s.w_off, out[l], out[l], grads + s.w_off,
-                           s.b_off >= 0 ? grads + s.b_off : nullptr, l > 0 ? dX : nullptr, scratch, N, s.in, s.out,
-                           s.act, T(s.h1), T(s.h2));
-        } else if (l > 0) {
-            activation_backward(s.act, T(s.h1), T(s.h2), dY, input, out[l], dX, N * s.out);
+    pool.run(step_threads(N, layers), [&](int t, int nt) {
+        FtzGuard ftz;
+        const Range rows = split(N, t, nt);
+        const i64 r0 = rows.begin, nr = rows.size();
+
+        // forward, this thread's rows through every layer (no barrier: row n needs row n only)
+        const T* A = X;
+        for (i64 l = 0; l < L; ++l) {
+            const LayerSpec& s = layers[l];
+            const i64 in = s.in, o = s.out;
+            if (s.kind == 0) {
+                dense_forward_rows(A + r0 * in, params + s.w_off, s.b_off >= 0 ? params + s.b_off : nullptr,
+                                   out[l] + r0 * o, nr, in, o, s.act, T(s.h1), T(s.h2));
+            } else {
+                activation_forward(s.act, T(s.h1), T(s.h2), A + r0 * in, out[l] + r0 * o, nr * o);
+            }
+            A = out[l];
         }
-        std::swap(dY, dX);
-    }
 
-    // optimizer
-    optimizer_step(opt, hyper, step, params, grads, s0, s1, s2, n_params);
-    return {value, true};
+        // loss and its gradient into gA, this thread's rows; the total once every part is in
+        part[t] = nr > 0 ? loss_rows(loss, A + r0 * C, labels ? labels + r0 : nullptr, target ? target + r0 * C : nullptr,
+                                     gA + r0 * C, nr, C, r)
+                         : 0.0;
+        pool.barrier(nt);
+        double sum = 0.0;
+        for (int k = 0; k < nt; ++k) sum += part[k];
+        const double value = loss.mean ? double(T(sum) / T(count)) : double(T(sum));
+        if (!std::isfinite(value)) {  // every thread sees the same value and stops here
+            if (t == 0) result = {value, false};
+            return;
+        }
+        if (t == 0) result.value = value;
+
+        // backward: dcur holds dL/d(output of layer l) (own rows ready), dnext receives
+        // dL/d(input of layer l); activation layers work in place on dcur.
+        T* dcur = gA;
+        T* dnext = gB;
+        for (i64 l = L - 1; l >= 0; --l) {
+            const LayerSpec& s = layers[l];
+            const i64 in = s.in, o = s.out;
+            const T* input = l == 0 ? X : out[l - 1];
+            if (s.kind == 0) {
+                if (s.act != Act::identity)
+                    dense_act_grad(dcur + r0 * o, out[l] + r0 * o, dcur + r0 * o, nr * o, s.act, T(s.h1), T(s.h2));
+                // every row of dZ is in, and every thread is past the previous layer's reads of dnext
+                pool.barrier(nt);
+                dense_weight_grad(dcur, input, grads + s.w_off, s.b_off >= 0 ? grads + s.b_off : nullptr, N, in, o, t,
+                                  nt);
+                if (l > 0) {
+                    dense_input_grad_rows(dcur + r0 * o, params + s.w_off, dnext + r0 * in, nr, in, o);
+                    std::swap(dcur, dnext);
+                }
+            } else if (l > 0) {
+                activation_backward(s.act, T(s.h1), T(s.h2), dcur + r0 * o, input + r0 * in, out[l] + r0 * o,
+                                    dcur + r0 * o, nr * o);
+            }
+        }
+
+        // optimizer, this thread's chunk of the arena once every gradient is written
+        pool.barrier(nt);
+        const Range c = split(n_params, t, nt, 16);
+        if (c.size() > 0) {
+            auto at = [&](T* p) { return p ? p + c.begin : nullptr; };
+            optimizer_step(opt, hyper, step, params + c.begin, grads + c.begin, at(s0), at(s1), at(s2), c.size());
+        }
+    });
+    return result;
 }
 
 }  // namespace fastmlp

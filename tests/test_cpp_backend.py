@@ -471,6 +471,107 @@ def test_threads_give_the_reference_results(cpp):
         cpp.set_num_threads(0)
 
 
+# Big enough that the pool splits them (one thread per 2^18 multiply-adds of a layer): the
+# row, unit and column splits, the odd batch, a layer narrower than 8 units per thread
+# (dW by input columns) and an activation layer between dense ones.
+POOL_LAYERS = lambda: [L.Linear(301, 129, rng=2), L.ReLU(), L.Linear(129, 67, rng=3), L.Tanh(), L.Mish(),
+                       L.Linear(67, 5, rng=4)]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 4])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_pool_train_step_matches_the_reference(cpp, threads, dtype, no_reference_step):
+    def make(params):
+        return fastmlp.optim.Adam(params, lr=1e-3, eps=1e-3)  # eps: see TOL's note on train_step
+
+    rng = np.random.default_rng(7)
+    X, y = rng.standard_normal((67, 301)).astype(dtype), rng.integers(0, 5, 67)
+    before = cpp.get_num_threads()
+    try:
+        cpp.set_num_threads(threads)
+        run = _run("cpp", POOL_LAYERS, L.CrossEntropyLoss(), make, X, y, dtype)
+    finally:
+        cpp.set_num_threads(before)
+    _compare(run, _run_reference(POOL_LAYERS, L.CrossEntropyLoss(), make, X, y, dtype), dtype)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("n,k,m", [(1, 700, 400), (67, 301, 129), (513, 64, 6), (3, 2000, 300)])
+def test_pool_dense_ops_match_the_reference(cpp, threads, n, k, m):
+    rng = np.random.default_rng(8)
+    X, b = rng.standard_normal((n, k)).astype(F32), rng.standard_normal(m).astype(F32)
+    W = (rng.standard_normal((m, k)) / np.sqrt(k)).astype(F32)  # outputs O(1), as after init
+    dY = rng.standard_normal((n, m)).astype(F32)
+    before = cpp.get_num_threads()
+    try:
+        cpp.set_num_threads(threads)
+        Y = cpp.dense_forward(X, W, b, "relu")
+        dX, dW, db = cpp.dense_backward(dY, X, W, Y, "relu", None, np.empty(m, F32), True)
+    finally:
+        cpp.set_num_threads(before)
+    # sums of up to 2,000 float32 products: the reference's BLAS (NumPy's OpenBLAS, sgemv for one
+    # row) orders them differently, so the forward gets the GEMM tolerance of the backward
+    assert_matches(Y, REF.dense_forward(X, W, b, "relu"), "float32", "backward")
+    for a, e in zip((dX, dW, db), REF.dense_backward(dY, X, W, Y, "relu", None, np.empty(m, F32), True)):
+        assert_matches(a, e, "float32", "backward")
+
+
+def test_pool_concurrent_steps_from_python_threads(cpp):
+    """Two Python threads stepping at once (the GIL is released): one job holds the pool, the
+    other runs on its caller; both give the single-threaded results."""
+    import threading
+
+    rng = np.random.default_rng(9)
+    X, y = rng.standard_normal((67, 301)).astype(F32), rng.integers(0, 5, 67)
+
+    def steps(out, i):
+        out[i] = _run("cpp", POOL_LAYERS, L.CrossEntropyLoss(), lambda p: fastmlp.optim.SGD(p, lr=0.1), X, y,
+                      "float32", steps=30)[2]
+
+    before = cpp.get_num_threads()
+    try:
+        cpp.set_num_threads(1)
+        serial = {}
+        steps(serial, 0)
+        cpp.set_num_threads(2)
+        out = {}
+        workers = [threading.Thread(target=steps, args=(out, i)) for i in range(3)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    finally:
+        cpp.set_num_threads(before)
+    for i in range(3):
+        np.testing.assert_allclose(out[i], serial[0], *TOL["float32"]["step"])
+
+
+def _step_in_child(queue):
+    X = np.random.default_rng(10).standard_normal((67, 301)).astype(F32)
+    queue.put(_run("cpp", POOL_LAYERS, L.CrossEntropyLoss(), lambda p: fastmlp.optim.SGD(p, lr=0.1), X,
+                   np.arange(67) % 5, "float32", steps=3)[2])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_pool_works_in_a_forked_child(cpp):
+    """The parent's pool threads do not exist after fork(): the child builds its own."""
+    import multiprocessing
+
+    before = cpp.get_num_threads()
+    try:
+        cpp.set_num_threads(2)
+        _step_in_child(multiprocessing.Queue())  # the parent's pool is up
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        child = ctx.Process(target=_step_in_child, args=(queue,))
+        child.start()
+        values = queue.get(timeout=60)
+        child.join(timeout=60)
+    finally:
+        cpp.set_num_threads(before)
+    assert child.exitcode == 0 and np.all(np.isfinite(values))
+
+
 def test_denormals_are_flushed_inside_and_restored_after(cpp):
     tiny = np.float32(1e-39)  # a float32 denormal
     assert 0 < tiny < np.finfo(F32).tiny

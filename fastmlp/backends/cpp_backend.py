@@ -12,10 +12,11 @@ the model, loss and optimizer combinations listed in :meth:`CppBackend.train_ste
 that are not C-contiguous are copied; outputs are allocated here. The bindings re-validate
 every argument (dtype, shape, contiguity, aliasing) and raise before touching memory.
 
-Threads: OpenBLAS uses its own pool for the GEMMs; the elementwise loops fork-join over
-``std::thread``s (never spinning) for arrays of at least 2 x 131072 elements, as many as the
-cores of the process (at most 4) unless ``FASTMLP_NUM_THREADS`` or
-:meth:`CppBackend.set_num_threads` says otherwise (docs/cpp.md).
+Threads: one pool (``csrc/pool.h``), as many threads as the cores of the process (at most 4)
+unless ``FASTMLP_NUM_THREADS`` or :meth:`CppBackend.set_num_threads` says otherwise. OpenBLAS
+(this backend's own copy) runs at one thread: the pool splits each GEMM itself (by rows of the
+batch, or by output units for dW), and the elementwise loops and optimizer steps by chunks, so
+no second pool spins beside it (docs/cpp.md: Threads).
 """
 
 from __future__ import annotations
@@ -116,17 +117,19 @@ class CppBackend(NumpyBackend):
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
             threads = max(1, min(cores or 1, 4))
         self._C.set_num_threads(threads)
+        self._C.blas_set_num_threads(1)  # the pool splits the GEMMs: one pool, not two (csrc/pool.h)
         self._plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._covering: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def describe(self) -> str:
         return (
-            f"{self._C.__name__} (C++17, pybind11, {self._C.isa}), {self._C.get_num_threads()} loop thread(s), "
+            f"{self._C.__name__} (C++17, pybind11, {self._C.isa}), {self._C.get_num_threads()} pool thread(s), "
             f"OpenBLAS {self._C.blas_get_num_threads()} thread(s): {self._C.blas_config()}"
         )
 
     def set_num_threads(self, n: int) -> None:
-        """Threads for the large elementwise loops (1 starts no thread)."""
+        """Threads of the backend's pool: the GEMMs, the elementwise loops and the optimizer
+        steps are split over them (1: everything on the calling thread)."""
         self._C.set_num_threads(int(n))
 
     def get_num_threads(self) -> int:
