@@ -43,6 +43,29 @@ def course_init(model, rng) -> fastmlp.Sequential:
     return model
 
 
+def mnist(args: argparse.Namespace, one_hot: bool = False):
+    """``(train, test)``: the bundled MNIST, as ``(X, y)`` pairs or, with ``one_hot``, datasets
+    whose targets are one-hot rows (for the MSE runs). ``--quick``: 2,000 training images and
+    one epoch."""
+    from fastmlp.data import ArrayDataset, OneHot
+    from fastmlp.datasets import load_mnist
+
+    (X, y), test = load_mnist("train"), load_mnist("test")
+    if args.quick:
+        X, y, args.epochs = X[:2000], y[:2000], 1
+    if not one_hot:
+        return (X, y), test
+    return ArrayDataset(X, y, target_transform=OneHot(10)), ArrayDataset(*test, target_transform=OneHot(10))
+
+
+def course_fit(model, train, loss, args: argparse.Namespace, checkpoint: str) -> fastmlp.History:
+    """The course's training: SGD lr 0.1, batches of 100 shuffled, ``args.epochs`` epochs, the
+    log every 200 batches, the lowest-loss model saved to ``args.out / checkpoint``."""
+    return fastmlp.fit(model, train, loss=loss, optimizer="sgd", lr=0.1, epochs=args.epochs, batch_size=100,
+                       seed=args.seed, log_every=200,
+                       callbacks=[fastmlp.ModelCheckpoint(args.out / checkpoint, monitor="loss")])
+
+
 def report(name: str, model, train, test, history) -> None:
     """Print the final training and test accuracies, as the notebooks do."""
     tr = 100 * fastmlp.accuracy(model, train)

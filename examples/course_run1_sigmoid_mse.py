@@ -7,27 +7,18 @@
     python examples/course_run1_sigmoid_mse.py --quick    # a smoke run
 """
 
-from _common import course_init, parser, report, setup
+from _common import course_fit, course_init, mnist, parser, report, setup
 
 import fastmlp
-from fastmlp.data import ArrayDataset, OneHot
-from fastmlp.datasets import load_mnist
 from fastmlp.plot import plot_history
 
 
 def main(argv=None):
     args = parser(__doc__.splitlines()[0], epochs=100).parse_args(argv)
     setup(args)
-    X, y = load_mnist("train")
-    X_test, y_test = load_mnist("test")
-    if args.quick:
-        X, y, args.epochs = X[:2000], y[:2000], 1
-    train = ArrayDataset(X, y, target_transform=OneHot(10))
-    test = ArrayDataset(X_test, y_test, target_transform=OneHot(10))
+    train, test = mnist(args, one_hot=True)
     model = course_init(fastmlp.MLP(784, [100], 10, activation="sigmoid", output_activation="sigmoid"), args.seed)
-    history = fastmlp.fit(model, train, loss="mse", optimizer="sgd", lr=0.1, epochs=args.epochs,
-                          batch_size=100, seed=args.seed, log_every=200,
-                          callbacks=[fastmlp.ModelCheckpoint(args.out / "course_run1.npz", monitor="loss")])
+    history = course_fit(model, train, "mse", args, "course_run1.npz")
     report("run 1 (sigmoid + MSE)", model, train, test, history)
     print("per-epoch training MSE (first 5):", [round(v, 4) for v in history.train_loss[:5]],
           "course: 0.0881 0.0852 0.0812 0.0763 0.0709")

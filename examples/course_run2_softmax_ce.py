@@ -7,23 +7,18 @@ shuffled, 100 epochs. Course: train 99.00 %, test 97.61 %; training cost after e
     python examples/course_run2_softmax_ce.py [--epochs 5] [--quick]
 """
 
-from _common import course_init, parser, report, setup
+from _common import course_fit, course_init, mnist, parser, report, setup
 
 import fastmlp
-from fastmlp.datasets import load_mnist
 from fastmlp.plot import plot_history, plot_misclassified
 
 
 def main(argv=None):
     args = parser(__doc__.splitlines()[0], epochs=100).parse_args(argv)
     setup(args)
-    train, test = load_mnist("train"), load_mnist("test")
-    if args.quick:
-        train, args.epochs = (train[0][:2000], train[1][:2000]), 1
+    train, test = mnist(args)
     model = course_init(fastmlp.MLP(784, [100], 10, activation="sigmoid"), args.seed)
-    history = fastmlp.fit(model, train, loss="cross_entropy", optimizer="sgd", lr=0.1, epochs=args.epochs,
-                          batch_size=100, seed=args.seed, log_every=200,
-                          callbacks=[fastmlp.ModelCheckpoint(args.out / "course_run2.npz", monitor="loss")])
+    history = course_fit(model, train, "cross_entropy", args, "course_run2.npz")
     report("run 2 (softmax + cross-entropy)", model, train, test, history)
     print("training cost after epochs 1-5:", [round(v, 4) for v in history.train_loss[:5]],
           "course (x 599/600): 0.4971 0.3752 0.3300 0.3036 0.2868")

@@ -8,11 +8,9 @@ Course: train 94.69 %, test 94.53 %, first four test predictions 7, 2, 1, 0.
     python examples/course_run3_from_scratch.py [--quick]
 """
 
-from _common import course_init, parser, report, setup
+from _common import course_fit, course_init, mnist, parser, report, setup
 
 import fastmlp
-from fastmlp.data import ArrayDataset, OneHot
-from fastmlp.datasets import load_mnist
 from fastmlp.plot import plot_history
 
 
@@ -35,18 +33,11 @@ class CourseMSE(fastmlp.MSELoss):
 def main(argv=None):
     args = parser(__doc__.splitlines()[0], epochs=50).parse_args(argv)
     setup(args)
-    X, y = load_mnist("train")
-    X_test, y_test = load_mnist("test")
-    if args.quick:
-        X, y, args.epochs = X[:2000], y[:2000], 1
-    train = ArrayDataset(X, y, target_transform=OneHot(10))
-    test = ArrayDataset(X_test, y_test, target_transform=OneHot(10))
+    train, test = mnist(args, one_hot=True)
     model = course_init(fastmlp.MLP(784, [50], 10, activation="sigmoid", output_activation="sigmoid"), args.seed)
-    history = fastmlp.fit(model, train, loss=CourseMSE(), optimizer="sgd", lr=0.1, epochs=args.epochs,
-                          batch_size=100, seed=args.seed, log_every=200,
-                          callbacks=[fastmlp.ModelCheckpoint(args.out / "course_run3.npz", monitor="loss")])
+    history = course_fit(model, train, CourseMSE(), args, "course_run3.npz")
     report("run 3 (from scratch, sigmoid + MSE)", model, train, test, history)
-    print("first four test predictions:", model.predict(X_test[:4]).tolist(), "(course: 7, 2, 1, 0)")
+    print("first four test predictions:", model.predict(test.X[:4]).tolist(), "(course: 7, 2, 1, 0)")
     print("wrote", plot_history(history, args.out / "course_run3.png", title="Run 3: from scratch, sigmoid + MSE"))
 
 
