@@ -206,9 +206,9 @@ void nadam_step(T* p, const T* g, T* m, T* v, i64 n, double lr, i64 step, double
                 T vi = b2 * v[i] + omb2 * gi * gi;
                 m[i] = mi;
                 v[i] = vi;
-                T d = std::sqrt(vi * inv_bc2) + e;
-                pi -= cg * gi / d;
-                p[i] = pi - cm * mi / d;
+                T inv_d = T(1) / (std::sqrt(vi * inv_bc2) + e);  // one division, two uses
+                pi -= cg * gi * inv_d;
+                p[i] = pi - cm * mi * inv_d;
             }
         });
     }); });
@@ -229,7 +229,7 @@ void adadelta_step(T* p, const T* g, T* s, T* D, i64 n, double lr, i64 step, dou
                 if constexpr (WD) gi += wd * p[i];
                 T si = r * s[i] + omr * gi * gi;
                 s[i] = si;
-                T delta = std::sqrt(D[i] + e) / std::sqrt(si + e) * gi;
+                T delta = std::sqrt((D[i] + e) / (si + e)) * gi;  // one square root
                 D[i] = r * D[i] + omr * delta * delta;
                 p[i] -= lr_ * delta;
             }
