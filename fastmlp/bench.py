@@ -234,21 +234,36 @@ def race(fns: dict, rounds: int = 7, min_time: float = 0.0, stat=min, warmup: in
     return {name: stat(v) for name, v in blocks.items()}
 
 
+def _quiesce(poll: float = 0.005, quiet_polls: int = 3, limit: float = 2.0) -> None:
+    """Wait until this process's threads have burnt under a tenth of the time for ``quiet_polls``
+    polls of ``poll`` seconds in a row (at most ``limit`` seconds). OpenBLAS's threads spin for a
+    while after a GEMM (measured here: a 2-thread pool burns ~110 ms of CPU after its last GEMM)
+    and would slow the next contender down, whichever process it runs in."""
+    end, quiet = time.perf_counter() + limit, 0
+    while quiet < quiet_polls and time.perf_counter() < end:
+        cpu = time.process_time()  # all threads of the process
+        time.sleep(poll)
+        quiet = quiet + 1 if time.process_time() - cpu < poll / 10 else 0
+
+
 def _worker(conn, factory, args: tuple) -> None:
     """One contender's process for :func:`race_processes`: builds ``fn = factory(*args)``, then
     serves the parent until it sends ``None`` or goes away. Requests: ``("size", warmup,
     target)`` -> :func:`_size_block`; ``("block",)`` -> :func:`_time_block` with that size.
-    Replies ``("ok", value)``, or ``("error", traceback text)`` and the process ends."""
+    Replies, once its threads are idle (:func:`_quiesce`), ``("ok", value)``, or ``("error",
+    traceback text)`` and the process ends."""
     try:
         fn = factory(*args)
+        _quiesce()
         conn.send(("ok", None))
         count = 1
         while (msg := conn.recv()) is not None:  # idle: blocked here, not spinning
             if msg[0] == "size":
-                count = _size_block(fn, msg[1], msg[2])
-                conn.send(("ok", count))
+                count = value = _size_block(fn, msg[1], msg[2])
             else:
-                conn.send(("ok", _time_block(fn, count)))
+                value = _time_block(fn, count)
+            _quiesce()
+            conn.send(("ok", value))
     except (EOFError, KeyboardInterrupt):
         pass  # the parent went away, or Ctrl-C reached the whole process group: it cleans up
     except BaseException:
@@ -301,8 +316,10 @@ def race_processes(specs: dict, rounds: int = 7, min_time: float = 0.0, stat=min
     (``multiprocessing`` "spawn" context, one pipe each), built there by ``factory(*args)``; the
     parent asks the workers one after the other to size their block (the warm-up of
     :func:`race`), then, ``rounds`` times, each in turn to run one timed block, so the blocks
-    stay interleaved in time as in :func:`race` while no two BLAS pools share a process. A
-    worker waiting for its turn blocks on its pipe. The workers are always shut down before
+    stay interleaved in time as in :func:`race` while no two BLAS pools share a process. A worker
+    answers only once its threads are idle again, so no spinning pool overlaps the next block
+    (this costs wall time, ~0.1 s per block with OpenBLAS, none of the timed time). A worker
+    waiting for its turn blocks on its pipe. The workers are always shut down before
     this returns or raises (error, ``KeyboardInterrupt``).
 
     Parameters

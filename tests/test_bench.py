@@ -5,11 +5,13 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from fastmlp.bench import race_processes
+from fastmlp.bench import _quiesce, race_processes
 
 
 # The contenders' factories run in the spawned workers, which import them from this module.
@@ -67,3 +69,16 @@ def test_race_processes_reports_a_failed_worker_and_stops_all(tmp_path, factory,
         race_processes({"good": (busy, (files[0],)), "bad": (factory, (files[1],))}, rounds=2)
     assert "contender 'bad'" in str(err.value) and message in str(err.value)
     assert_gone(files)
+
+
+def test_quiesce_waits_until_the_process_threads_are_idle():
+    """A worker answers only once its threads stop burning CPU (OpenBLAS's spin after a GEMM)."""
+    def spin(seconds=0.3):
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    _quiesce(limit=30)
+    assert not spinner.is_alive()
