@@ -205,6 +205,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="training step: every contender in this process, not each in its own")
     args = parser.parse_args(argv)
     race_kw = dict(rounds=3, min_time=0.2) if args.quick else dict(rounds=7, min_time=1.0)
+    # The last warm-up call sizes the blocks, and a first call compiles (numba) or initialises
+    # (torch): with one warm-up call the training-step blocks were 1-5 steps instead of ~100-300.
+    race_kw["warmup"] = 3
     backends = cpu_backends(args.backends)
     print(", ".join(f"{v}={os.environ.get(v, 'unset')}" for v in
                     ("OPENBLAS_NUM_THREADS", "FASTMLP_NUM_THREADS", "OMP_NUM_THREADS")))
