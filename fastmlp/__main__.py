@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeat", type=_positive_int, default=10, help="timed steps per model and backend")
     b.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     b.add_argument("--no-baseline", action="store_true", help="skip the in-place NumPy baseline column")
+    b.add_argument("--same-process", action="store_true",
+                   help="time every backend in this process instead of each in its own worker process "
+                        "(their BLAS thread pools then fight over the cores)")
     return parser
 
 
@@ -208,7 +211,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run
 
     run(models=args.models, backends=args.backends, repeat=args.repeat, dtype=args.dtype,
-        baseline=not args.no_baseline)
+        baseline=not args.no_baseline, same_process=args.same_process)
     return 0
 
 

@@ -1,11 +1,13 @@
 """Side-by-side timing of the backends on SPEC section 12's standard models (``python -m
-fastmlp bench``), the in-place NumPy baseline the asv suites also use, and :func:`race`, the
-interleaved timer that ``benchmarks/speed.py`` shares.
+fastmlp bench``), the in-place NumPy baseline the asv suites also use, and the interleaved
+timers that ``benchmarks/speed.py`` shares: :func:`race` (all contenders in this process) and
+:func:`race_processes` (each in its own worker process).
 
 A training step is forward, softmax cross-entropy, backward and an Adam step, the same work
 ``model.train_step`` does. Each backend is timed in the same run as the reference, after warm-up
 steps (JIT compilation and kernel loading stay out of the timing), the backends taking turns
-step by step; the figure is the median of the timed steps.
+step by step, each in its own process so that no two BLAS thread pools share one; the figure
+is the median of the timed steps.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import TextIO
 
 import numpy as np
 
-__all__ = ["STANDARD_MODELS", "InplaceNumpyMLP", "BenchResult", "make_step", "race", "run"]
+__all__ = ["STANDARD_MODELS", "InplaceNumpyMLP", "BenchResult", "make_step", "race", "race_processes", "run"]
 
 #: name -> (layer widths, batch size), SPEC section 12
 STANDARD_MODELS: dict[str, tuple[tuple[int, ...], int]] = {
@@ -176,6 +178,24 @@ def _torch_step(X: np.ndarray, y: np.ndarray, widths: Sequence[int], dtype: str,
     return step
 
 
+def _size_block(fn, warmup: int, target: float) -> int:
+    """Call ``fn`` ``warmup`` times untimed but for the last call, which sizes a block: enough
+    calls to last ``target`` seconds, at least one."""
+    for _ in range(warmup - 1):
+        fn()
+    t0 = time.perf_counter()
+    fn()
+    return max(1, int(target / max(time.perf_counter() - t0, 1e-7)))
+
+
+def _time_block(fn, count: int) -> float:
+    """Seconds per call of ``count`` back-to-back calls of ``fn``."""
+    t0 = time.perf_counter()
+    for _ in range(count):
+        fn()
+    return (time.perf_counter() - t0) / count
+
+
 def race(fns: dict, rounds: int = 7, min_time: float = 0.0, stat=min, warmup: int = 1) -> dict:
     """Seconds per call of each zero-argument callable of ``fns``, the contenders interleaved.
 
@@ -183,6 +203,10 @@ def race(fns: dict, rounds: int = 7, min_time: float = 0.0, stat=min, warmup: in
     out); the last of these calls sizes its block: enough calls to last ``min_time / rounds``
     seconds, at least one. Then, ``rounds`` times, every contender runs one block in turn, so a
     burst of load on a shared machine hits them all alike and the ratios stay fair.
+
+    All contenders share this process: fair for single-threaded work, not for multi-threaded
+    BLAS from different libraries (their idle threads spin and steal the cores from the next
+    contender); :func:`race_processes` gives each contender its own process.
 
     Parameters
     ----------
@@ -202,21 +226,146 @@ def race(fns: dict, rounds: int = 7, min_time: float = 0.0, stat=min, warmup: in
     dict
         name -> seconds per call.
     """
-    counts = {}
-    for name, fn in fns.items():
-        for _ in range(warmup - 1):
-            fn()
-        t0 = time.perf_counter()
-        fn()
-        counts[name] = max(1, int(min_time / rounds / max(time.perf_counter() - t0, 1e-7)))
+    counts = {name: _size_block(fn, warmup, min_time / rounds) for name, fn in fns.items()}
     blocks: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
-            for _ in range(counts[name]):
-                fn()
-            blocks[name].append((time.perf_counter() - t0) / counts[name])
+            blocks[name].append(_time_block(fn, counts[name]))
     return {name: stat(v) for name, v in blocks.items()}
+
+
+def _quiesce(poll: float = 0.005, quiet_polls: int = 3, limit: float = 2.0) -> None:
+    """Wait until this process's threads have burnt under a tenth of the time for ``quiet_polls``
+    polls of ``poll`` seconds in a row (at most ``limit`` seconds). OpenBLAS's threads spin for a
+    while after a GEMM (measured here: a 2-thread pool burns ~110 ms of CPU after its last GEMM)
+    and would slow the next contender down, whichever process it runs in."""
+    end, quiet = time.perf_counter() + limit, 0
+    while quiet < quiet_polls and time.perf_counter() < end:
+        cpu = time.process_time()  # all threads of the process
+        time.sleep(poll)
+        quiet = quiet + 1 if time.process_time() - cpu < poll / 10 else 0
+
+
+def _worker(conn, factory, args: tuple) -> None:
+    """One contender's process for :func:`race_processes`: builds ``fn = factory(*args)``, then
+    serves the parent until it sends ``None`` or goes away. Requests: ``("size", warmup,
+    target)`` -> :func:`_size_block`; ``("block",)`` -> :func:`_time_block` with that size.
+    Replies, once its threads are idle (:func:`_quiesce`), ``("ok", value)``, or ``("error",
+    traceback text)`` and the process ends."""
+    try:
+        fn = factory(*args)
+        _quiesce()
+        conn.send(("ok", None))
+        count = 1
+        while (msg := conn.recv()) is not None:  # idle: blocked here, not spinning
+            if msg[0] == "size":
+                count = value = _size_block(fn, msg[1], msg[2])
+            else:
+                value = _time_block(fn, count)
+            _quiesce()
+            conn.send(("ok", value))
+    except (EOFError, KeyboardInterrupt):
+        pass  # the parent went away, or Ctrl-C reached the whole process group: it cleans up
+    except BaseException:
+        import traceback
+
+        try:
+            conn.send(("error", traceback.format_exc()))
+        except OSError:
+            pass  # the parent is gone; nobody to tell
+    finally:
+        conn.close()
+
+
+def _reply(name: str, proc, conn):
+    """The value of a worker's next reply; a RuntimeError carrying the worker's traceback if it
+    failed, or its exit code if it died without a word."""
+    try:
+        status, value = conn.recv()
+    except EOFError:
+        proc.join(1)
+        raise RuntimeError(f"contender {name!r}: its worker process died (exit code {proc.exitcode})") from None
+    if status == "error":
+        raise RuntimeError(f"contender {name!r} failed in its worker process:\n{value}")
+    return value
+
+
+def _stop(workers) -> None:
+    """Ask every ``(process, pipe)`` worker to end, wait for it, terminate one that does not end
+    within 10 s (busy in a long block), and close the pipes."""
+    for _, conn in workers:
+        try:
+            conn.send(None)
+        except OSError:
+            pass  # already gone
+    for proc, conn in workers:
+        if proc.pid is not None:  # started
+            proc.join(10)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join()
+        conn.close()
+
+
+def race_processes(specs: dict, rounds: int = 7, min_time: float = 0.0, stat=min, warmup: int = 1) -> dict:
+    """:func:`race` with each contender in its own process.
+
+    Every BLAS library (NumPy's OpenBLAS, SciPy's used by numba, the cpp backend's, PyTorch's)
+    keeps its own thread pool, whose idle threads spin for a while after a GEMM; in one process
+    they steal the cores from the next contender. Here each contender lives in one worker process
+    (``multiprocessing`` "spawn" context, one pipe each), built there by ``factory(*args)``; the
+    parent asks the workers one after the other to size their block (the warm-up of
+    :func:`race`), then, ``rounds`` times, each in turn to run one timed block, so the blocks
+    stay interleaved in time as in :func:`race` while no two BLAS pools share a process. A worker
+    answers only once its threads are idle again, so no spinning pool overlaps the next block
+    (this costs wall time, ~0.1 s per block with OpenBLAS, none of the timed time). A worker
+    waiting for its turn blocks on its pipe. The workers are always shut down before
+    this returns or raises (error, ``KeyboardInterrupt``).
+
+    Parameters
+    ----------
+    specs : dict
+        name -> ``(factory, args)``: a picklable top-level callable (importable by the worker,
+        e.g. :func:`make_step`) and its arguments; ``factory(*args)`` returns the zero-argument
+        callable to time.
+    rounds, min_time, stat, warmup
+        As in :func:`race`.
+
+    Returns
+    -------
+    dict
+        name -> seconds per call.
+
+    Raises
+    ------
+    RuntimeError
+        A worker failed (the message carries its traceback) or died.
+    """
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    workers: dict = {}
+    try:
+        for name, (factory, args) in specs.items():
+            conn, child_conn = ctx.Pipe()
+            proc = ctx.Process(target=_worker, args=(child_conn, factory, tuple(args)),
+                               name=f"race {name}", daemon=True)
+            workers[name] = (proc, conn)
+            proc.start()
+            child_conn.close()  # the worker's end: once it exits, recv() here sees EOF
+        for name, (proc, conn) in workers.items():  # built (all started together: untimed)
+            _reply(name, proc, conn)
+        for name, (proc, conn) in workers.items():  # warm-up and block size, one at a time
+            conn.send(("size", warmup, min_time / rounds))
+            _reply(name, proc, conn)
+        blocks: dict[str, list[float]] = {name: [] for name in workers}
+        for _ in range(rounds):
+            for name, (proc, conn) in workers.items():
+                conn.send(("block",))
+                blocks[name].append(_reply(name, proc, conn))
+        return {name: stat(v) for name, v in blocks.items()}
+    finally:
+        _stop(workers.values())
 
 
 @dataclass
@@ -228,7 +377,8 @@ class BenchResult:
 
 
 def run(models: Sequence[str] | None = None, backends: Sequence[str] | None = None, repeat: int = 10,
-        dtype: str = "float32", baseline: bool = True, file: TextIO | None = None) -> list[BenchResult]:
+        dtype: str = "float32", baseline: bool = True, same_process: bool = False,
+        file: TextIO | None = None) -> list[BenchResult]:
     """Time a training step of each model on each available backend and print a table.
 
     Parameters
@@ -238,6 +388,8 @@ def run(models: Sequence[str] | None = None, backends: Sequence[str] | None = No
         their reason and skipped)
     repeat : timed steps per (model, backend)
     baseline : also time :class:`InplaceNumpyMLP` (column ``numpy_inplace``)
+    same_process : all backends in this process (:func:`race`) rather than each in its own
+        worker process (:func:`race_processes`); their BLAS thread pools then fight over the cores
     """
     from .backends import backends as report
 
@@ -259,16 +411,22 @@ def run(models: Sequence[str] | None = None, backends: Sequence[str] | None = No
         usable.insert(0, "numpy")  # the reference is always measured, for the ratio
     if baseline:
         usable.append("numpy_inplace")
+    where = ("all backends in this process" if same_process else
+             "each backend in its own worker process")
     results: list[BenchResult] = []
     print(f"median time per training step (forward + cross-entropy + backward + Adam), {dtype}, "
-          f"{repeat} timed steps after warm-up; speed-up = numpy time / backend time", file=out)
+          f"{repeat} timed steps after warm-up, {where}, taking turns step by step; "
+          "speed-up = numpy time / backend time", file=out)
     header = f"{'model':<20} {'batch':>5}  " + "  ".join(f"{n:>22}" for n in usable)
     print(header, file=out)
     for m in models:
         widths, batch = STANDARD_MODELS[m]
-        steps = {n: make_step(n, widths, batch, dtype) for n in usable}
         # one step per block, the backends taking turns, median of the blocks
-        times = race(steps, rounds=repeat, stat=statistics.median, warmup=2)
+        kw = dict(rounds=repeat, stat=statistics.median, warmup=2)
+        if same_process:
+            times = race({n: make_step(n, widths, batch, dtype) for n in usable}, **kw)
+        else:
+            times = race_processes({n: (make_step, (n, widths, batch, dtype)) for n in usable}, **kw)
         ref = times["numpy"]
         cells = []
         for n in usable:

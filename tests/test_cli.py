@@ -69,9 +69,12 @@ def test_bad_options_get_a_usage_error(args):
     assert "usage:" in out.stderr and "error:" in out.stderr
 
 
-def test_bench_runs_side_by_side():
-    out = run("bench", "--models", "784-128-10", "--repeat", "2")
+@pytest.mark.parametrize("flags, where", [((), "each backend in its own worker process"),
+                                          (("--same-process",), "all backends in this process")])
+def test_bench_runs_side_by_side(flags, where):
+    out = run("bench", "--models", "784-128-10", "--repeat", "2", *flags)
     assert out.returncode == 0, out.stderr
+    assert where in out.stdout  # says how it was measured
     header = next(ln for ln in out.stdout.splitlines() if ln.startswith("model"))
     assert "numpy" in header and "numpy_inplace" in header
     row = next(ln for ln in out.stdout.splitlines() if ln.startswith("784-128-10"))
