@@ -8,10 +8,11 @@
 //             dW_l, db_l into the flat gradient arena (no dX for the first layer)
 //   step      the optimizer's fused pass over the whole flat arena
 //
-// Threads (csrc/pool.h): one job on the backend's pool. Each thread carries its rows of the
-// batch through the forward pass, the loss and each layer's activation gradient and dX; a
-// barrier before each dense layer's dW/db (which needs every row: split by units), one for the
-// loss total and one before the optimizer (split by arena chunks): L_dense + 2 barriers.
+// Threads (csrc/pool.h): one job on the backend's pool. The forward splits each dense layer
+// by output units (csrc/dense.h), with a barrier after each layer; then each thread carries its
+// rows of the batch through the loss and each layer's activation gradient and dX; a barrier
+// before each dense layer's dW/db (which needs every row: split by units), one for the loss
+// total and one before the optimizer (split by arena chunks): 2 L + 2 barriers at most.
 //
 // The layer list mirrors Sequential._plan (fastmlp/layers.py); cpp_backend.py builds it and
 // the binding validates it (offsets inside the arena, widths chained) before calling here.
@@ -109,19 +110,22 @@ TrainResult train_step(const T* X, i64 N, const std::vector<LayerSpec>& layers, 
         const Range rows = split(N, t, nt);
         const i64 r0 = rows.begin, nr = rows.size();
 
-        // forward, this thread's rows through every layer (no barrier: row n needs row n only)
+        // forward: dense layers split by units (dense_forward_part), activation layers by rows;
+        // each layer waits for the whole output of the one before
         const T* A = X;
         for (i64 l = 0; l < L; ++l) {
             const LayerSpec& s = layers[l];
             const i64 in = s.in, o = s.out;
+            if (l > 0) pool.barrier(nt);
             if (s.kind == 0) {
-                dense_forward_rows(A + r0 * in, params + s.w_off, s.b_off >= 0 ? params + s.b_off : nullptr,
-                                   out[l] + r0 * o, nr, in, o, s.act, T(s.h1), T(s.h2));
+                dense_forward_part(A, params + s.w_off, s.b_off >= 0 ? params + s.b_off : nullptr, out[l], N, in, o,
+                                   s.act, T(s.h1), T(s.h2), t, nt);
             } else {
                 activation_forward(s.act, T(s.h1), T(s.h2), A + r0 * in, out[l] + r0 * o, nr * o);
             }
             A = out[l];
         }
+        pool.barrier(nt);
 
         // loss and its gradient into gA, this thread's rows; the total once every part is in
         part[t] = nr > 0 ? loss_rows(loss, A + r0 * C, labels ? labels + r0 : nullptr, target ? target + r0 * C : nullptr,
