@@ -884,6 +884,11 @@ def bce_loss(Pr, T, r, floor, need_grad, L, G):
 # ============================================================================ optimizers
 # One pass over the flat arena: each kernel reads p, g and its state once and writes p and
 # the state once. g is never written.
+# Divisions and square roots share one unit that retires 8 float32 lanes only every ~5-6
+# cycles: Adam with v / (1 - b2^t), sqrt and m / d ran at 2 cycles per element, bound by that
+# unit and not by memory (35 GB/s in L2, the C++ kernel 52). So a division by a per-step
+# constant is a multiplication by its reciprocal, computed once in float64 by the caller, and
+# each kernel keeps at most one sqrt and one division per element.
 
 # PyTorch SGD.  c = (lr, wd, mu, 1 - dampening, nesterov, first_step, tiny)
 # g' = g + wd p;  b = g' (first step) or mu b + (1 - dampening) g';
@@ -962,14 +967,14 @@ def rmsprop_step(p, g, square_avg, grad_avg, momentum_buffer, c):
 
 
 # PyTorch Adam / AdamW + eps_root.
-# c = (decay, wd, b1, 1 - b1, b2, 1 - b2, amsgrad, lr / (1 - b1^t), 1 - b2^t, eps_root, eps, tiny)
+# c = (decay, wd, b1, 1 - b1, b2, 1 - b2, amsgrad, lr / (1 - b1^t), 1 / (1 - b2^t), eps_root, eps, tiny)
 # p = decay p (AdamW: decay = 1 - lr wd), else g' = g + wd p;
 # m = b1 m + (1 - b1) g';  v = b2 v + (1 - b2) g'^2;  AMSGrad: vmax = max(vmax, v), v := vmax;
 # p = p - lr / (1 - b1^t) m / (sqrt(v / (1 - b2^t) + eps_root) + eps)
 @kernel
 def adam_step(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, c):
     decay, wd, b1, omb1, b2, omb2 = c[0], c[1], c[2], c[3], c[4], c[5]
-    amsgrad, step_size, bc2, eps_root, eps, tiny = c[6] != _0, c[7], c[8], c[9], c[10], c[11]
+    amsgrad, step_size, inv_bc2, eps_root, eps, tiny = c[6] != _0, c[7], c[8], c[9], c[10], c[11]
     for i in range(p.size):
         pi = p[i] * decay
         gi = g[i]
@@ -982,7 +987,7 @@ def adam_step(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, c):
         if amsgrad:
             v = max(max_exp_avg_sq[i], v)
             max_exp_avg_sq[i] = v
-        p[i] = pi - step_size * m / (np.sqrt(v / bc2 + eps_root) + eps)
+        p[i] = pi - step_size * m / (np.sqrt(v * inv_bc2 + eps_root) + eps)
 
 
 # PyTorch Adamax.  c = (wd, b1, 1 - b1, b2, eps, lr / (1 - b1^t), tiny)
@@ -1001,13 +1006,13 @@ def adamax_step(p, g, exp_avg, exp_inf, c):
         p[i] = p[i] - step_size * m / u
 
 
-# PyTorch NAdam.  c = (decay, wd, b1, 1 - b1, b2, 1 - b2, 1 - b2^t, eps, c_g, c_m, tiny)
+# PyTorch NAdam.  c = (decay, wd, b1, 1 - b1, b2, 1 - b2, 1 / (1 - b2^t), eps, c_g, c_m, tiny)
 # with c_g = lr (1 - mu_t) / (1 - prod mu), c_m = lr mu_{t+1} / (1 - prod mu * mu_{t+1});
-# m, v as Adam;  d = sqrt(v / (1 - b2^t)) + eps;  p = p - c_g g'/d - c_m m/d
+# m, v as Adam;  d = sqrt(v / (1 - b2^t)) + eps;  p = p - (c_g g' + c_m m) / d
 @kernel
 def nadam_step(p, g, exp_avg, exp_avg_sq, c):
     decay, wd, b1, omb1, b2, omb2 = c[0], c[1], c[2], c[3], c[4], c[5]
-    bc2, eps, cg, cm, tiny = c[6], c[7], c[8], c[9], c[10]
+    inv_bc2, eps, cg, cm, tiny = c[6], c[7], c[8], c[9], c[10]
     for i in range(p.size):
         pi = p[i] * decay
         gi = g[i]
@@ -1017,13 +1022,12 @@ def nadam_step(p, g, exp_avg, exp_avg_sq, c):
         v = _ftz(exp_avg_sq[i] * b2 + omb2 * gi * gi, tiny)
         exp_avg[i] = m
         exp_avg_sq[i] = v
-        d = np.sqrt(v / bc2) + eps
-        pi = pi - cg * gi / d
-        p[i] = pi - cm * m / d
+        d = np.sqrt(v * inv_bc2) + eps
+        p[i] = pi - (cg * gi + cm * m) / d
 
 
 # PyTorch Adadelta.  c = (wd, rho, 1 - rho, eps, lr, tiny)
-# s = rho s + (1 - rho) g'^2;  delta = sqrt(D + eps) / sqrt(s + eps) g';
+# s = rho s + (1 - rho) g'^2;  delta = sqrt((D + eps) / (s + eps)) g';
 # D = rho D + (1 - rho) delta^2;  p = p - lr delta
 @kernel
 def adadelta_step(p, g, square_avg, acc_delta, c):
@@ -1034,7 +1038,7 @@ def adadelta_step(p, g, square_avg, acc_delta, c):
             gi = gi + wd * p[i]
         s = _ftz(square_avg[i] * rho + omr * gi * gi, tiny)
         square_avg[i] = s
-        delta = np.sqrt(acc_delta[i] + eps) / np.sqrt(s + eps) * gi
+        delta = np.sqrt((acc_delta[i] + eps) / (s + eps)) * gi
         acc_delta[i] = _ftz(acc_delta[i] * rho + omr * delta * delta, tiny)
         p[i] = p[i] - lr * delta
 
