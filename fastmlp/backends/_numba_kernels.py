@@ -678,30 +678,35 @@ def _bias_activation(Y, b, act):
 
 
 # One pass over dY (N, M): dz = dy act'(y) written to dZ (may alias dY), and
-# db_j = sum_n dz_nj (float64 accumulator, then cast) when db has size M.
+# db_j = sum_n dz_nj (float64 accumulator, then cast) when db has size M. Each row is computed
+# into the float32/64 scratch row ``d`` first: written straight to dZ and summed from there,
+# a dZ that may alias dY kept LLVM from vectorising (7.2 us instead of 2.6 on 64 x 128).
 @kernel
 def _activation_grad_bias_grad(dY, Y, act, dZ, db):
     N, M = dY.shape
     need_db = db.size > 0
     acc = np.zeros(M if need_db else 0, np.float64)
+    d = np.empty(M, dY.dtype)
     for n in range(N):
         if act == ACT_RELU:
             for j in range(M):
-                dZ[n, j] = dY[n, j] if Y[n, j] > _0 else _0
+                d[j] = dY[n, j] if Y[n, j] > _0 else _0
         elif act == ACT_SIGMOID:
             for j in range(M):
                 y = Y[n, j]
-                dZ[n, j] = dY[n, j] * y * (_1 - y)
+                d[j] = dY[n, j] * y * (_1 - y)
         elif act == ACT_TANH:
             for j in range(M):
                 y = Y[n, j]
-                dZ[n, j] = dY[n, j] * (_1 - y * y)
+                d[j] = dY[n, j] * (_1 - y * y)
         else:
             for j in range(M):
-                dZ[n, j] = dY[n, j]
+                d[j] = dY[n, j]
+        for j in range(M):
+            dZ[n, j] = d[j]
         if need_db:
             for j in range(M):
-                acc[j] += dZ[n, j]
+                acc[j] += d[j]
     for j in range(acc.size):
         db[j] = acc[j]
 
@@ -730,15 +735,18 @@ def dense_backward(dY, X, W, Y, act, dZ, dW, db, dX):
 # them into L when L is not empty (reduction "none") and the gradient, scaled by r, into G
 # when need_grad.
 
-# Per row n: lse = max z + log sum_c e^{z_c - max z}, logp_c = z_c - lse,
+# Per row n: lse = max z + log s with s = sum_c e^{z_c - max z}, logp_c = z_c - lse,
 # q = (1 - ls) onehot(t_n) + ls / C (labels) or the given probabilities P (smoothed alike),
-# L_n = -sum_c q_c logp_c, G_nc = (e^{logp_c} - q_c) r.
+# L_n = -sum_c q_c logp_c, G_nc = (e^{z_c - max z} / s - q_c) r. One exponential per element,
+# kept in a scratch row for the gradient (a second exp of logp_c made the kernel exp-bound).
 @kernel
 def cross_entropy_loss(logits, labels, P, use_probs, ls, r, need_grad, L, G):
     N, C = logits.shape
     keep = L.size > 0
+    fast = logits.itemsize == 4
     uniform = ls / logits.dtype.type(C)
     onems = _1 - ls
+    E = np.empty(C, logits.dtype)
     total = np.float64(0.0)
     for n in range(N):
         m = logits[n, 0]
@@ -746,7 +754,9 @@ def cross_entropy_loss(logits, labels, P, use_probs, ls, r, need_grad, L, G):
             m = max(m, logits[n, c])
         s = np.float64(0.0)
         for c in range(C):
-            s += np.exp(logits[n, c] - m)
+            e = _exp(logits[n, c] - m, fast)
+            E[c] = e
+            s += e
         lse = m + np.log(s)
         row = np.float64(0.0)
         if use_probs:
@@ -765,10 +775,10 @@ def cross_entropy_loss(logits, labels, P, use_probs, ls, r, need_grad, L, G):
         if keep:
             L[n] = row
         if need_grad:
+            inv = 1.0 / s
             for c in range(C):
-                p = np.exp(logits[n, c] - lse)
                 q = P[n, c] * onems + uniform if use_probs else (uniform + onems if c == labels[n] else uniform)
-                G[n, c] = (p - q) * r
+                G[n, c] = (E[c] * inv - q) * r
     return total
 
 
