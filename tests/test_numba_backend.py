@@ -309,6 +309,52 @@ def test_fused_step_input_copied_when_read_only():
         assert_matches(model.state_dict()[k], ref.state_dict()[k], "float32", "step", None, k)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_fused_step_non_finite_input_raises_before_anything_changes(bad):
+    model = fastmlp.Sequential(*_mlp("relu")()).to("numba")
+    opt = fastmlp.optim.Adam(model.parameters())
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((6, 13)), rng.integers(0, 4, 6)
+    model.train_step(X, y, fastmlp.CrossEntropyLoss(), opt)  # the plan and the pair are cached
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    state = {k: v.copy() for k, v in opt.flat_state().items()}
+    X[3, 5] = bad
+    with pytest.raises(FloatingPointError, match="X contains NaN or Inf"):
+        model.train_step(X, y, fastmlp.CrossEntropyLoss(), opt)
+    assert opt.param_groups[0]["step"] == 1
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, before[k], err_msg=k)
+    for k, v in opt.flat_state().items():
+        np.testing.assert_array_equal(v, state[k], err_msg=k)
+
+
+def test_fused_step_rechecks_a_new_loss_optimizer_or_label_type(monkeypatch):
+    """The checks the fused step caches per (model, loss, optimizer) follow every change: a
+    new loss, a new optimizer, a param group edited in place, labels of another dtype."""
+    calls = []
+    original = K.train_step
+    monkeypatch.setattr(K, "train_step", lambda *a: calls.append(1) or original(*a))
+    rng = np.random.default_rng(3)
+    X, y = rng.standard_normal((9, 13)), rng.integers(0, 4, 9)
+    targets = [y, y.astype(np.int32), y.astype(np.float64), rng.standard_normal((9, 4)), y]
+    out = []
+    for backend in ("numpy", "numba"):
+        model = fastmlp.Sequential(*_mlp("tanh")(), dtype="float64").to(backend)
+        adam = fastmlp.optim.Adam(model.parameters(), lr=0.01)
+        losses = [fastmlp.CrossEntropyLoss(), fastmlp.CrossEntropyLoss(reduction="sum"),
+                  fastmlp.CrossEntropyLoss(label_smoothing=0.2), fastmlp.MSELoss(), fastmlp.CrossEntropyLoss()]
+        values = [model.train_step(X, t, lo, adam) for t, lo in zip(targets, losses)]
+        sgd = fastmlp.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        values += [model.train_step(X, y, losses[0], sgd) for _ in range(2)]
+        sgd.param_groups[0]["params"].pop()  # the group no longer covers the model: reference composition
+        values.append(model.train_step(X, y, losses[0], sgd))
+        out.append((model, values))
+    assert len(calls) == 7
+    np.testing.assert_allclose(out[1][1], out[0][1], *TOL["float64"]["step"])
+    for k, v in out[1][0].state_dict().items():
+        assert_matches(v, out[0][0].state_dict()[k], "float64", "step", None, k)
+
+
 # ---------------------------------------------------------------------------- flush to zero
 FTZ_CASES = {
     "sgd_step": (1, dict(momentum=0.5)),

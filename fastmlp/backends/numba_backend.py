@@ -44,6 +44,7 @@ except ImportError as exc:  # pragma: no cover - exercised where scipy is absent
     ) from exc
 
 from . import _numba_kernels as K
+from .._validate import as_labels
 from .base import _SINC_SERIES_BOUND, FUSED_ACTIVATIONS, SELU_ALPHA, SELU_SCALE
 from .numpy_backend import NumpyBackend
 
@@ -107,8 +108,11 @@ _GELU_CONSTS = (1 / math.sqrt(2), 1 / math.sqrt(2 * math.pi), math.sqrt(2 / math
 # Each builds the coefficient array ``c`` of the kernel of the same name (layout in
 # _numba_kernels.py) from the op's arguments, in float64, then cast to the dtype, as the
 # reference's Python scalars are.
+_TINY = {dt: float(np.finfo(dt).tiny) for dt in _FLOATS}  # smallest normal number, the flush threshold
+
+
 def _tiny(dtype) -> float:
-    return float(np.finfo(dtype).tiny)
+    return _TINY[np.dtype(dtype)]
 
 
 def _sgd_coefficients(dtype, lr, step, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
@@ -137,7 +141,7 @@ def _adam_coefficients(dtype, lr, step, beta1=0.9, beta2=0.999, eps=1e-8, weight
     decay = 1 - lr * weight_decay if (weight_decay and decoupled_weight_decay) else 1.0
     l2 = weight_decay if (weight_decay and not decoupled_weight_decay) else 0.0
     return _consts(dtype, decay, l2, beta1, 1 - beta1, beta2, 1 - beta2, bool(amsgrad),
-                   lr / (1 - beta1**step), 1 - beta2**step, eps_root, eps, _tiny(dtype))
+                   lr / (1 - beta1**step), 1 / (1 - beta2**step), eps_root, eps, _tiny(dtype))
 
 
 def _adamax_coefficients(dtype, lr, step, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
@@ -152,7 +156,7 @@ def _nadam_coefficients(dtype, lr, step, mu_product, beta1=0.9, beta2=0.999, eps
     l2 = weight_decay if (weight_decay and not decoupled_weight_decay) else 0.0
     cg = lr * (1 - mu) / (1 - mu_product)
     cm = lr * mu_next / (1 - mu_product * mu_next)
-    return _consts(dtype, decay, l2, beta1, 1 - beta1, beta2, 1 - beta2, 1 - beta2**step, eps, cg, cm,
+    return _consts(dtype, decay, l2, beta1, 1 - beta1, beta2, 1 - beta2, 1 / (1 - beta2**step), eps, cg, cm,
                    _tiny(dtype))
 
 
@@ -193,26 +197,53 @@ def _is_linear(layer) -> bool:
     return hasattr(layer, "weight") and hasattr(layer, "in_features") and hasattr(layer, "out_features")
 
 
+# activation codes whose hyper-parameters come from the layer (read again at every step)
+_TUNED = (K.ACT_LEAKY_RELU, K.ACT_ELU, K.ACT_SILU, K.ACT_SOFTPLUS)
+
+
 class _Plan:
-    """What ``train_step`` needs of a model, built once per (model, batch size)."""
+    """What ``train_step`` needs of a model, built once per (model, arena, layers, batch size):
+    the kernel's layer table and buffers, and the last (loss, optimizer) pair checked against
+    it, so a step repeats none of the checks whose answer cannot have changed."""
 
-    __slots__ = ("key", "layers", "hyper", "consts", "Zbuf", "Ybuf", "D0", "D1", "n_out", "group_params",
-                 "group_params_len", "activations")
+    __slots__ = ("arena", "layer_list", "N", "layers", "hyper", "consts", "Zbuf", "Ybuf", "D0", "D1",
+                 "output", "tuned", "pair")
 
-    def __init__(self, key, layers, hyper, Zbuf, Ybuf, D0, D1, n_out):
-        self.key, self.layers, self.hyper = key, layers, hyper
+    def __init__(self, arena, layer_list, N, layers, hyper, Zbuf, Ybuf, D0, D1, output, tuned):
+        self.arena, self.layer_list, self.N = arena, layer_list, N
+        self.layers, self.hyper = layers, hyper
         self.consts = _consts(Ybuf.dtype, *_GELU_CONSTS)
-        self.Zbuf, self.Ybuf, self.D0, self.D1, self.n_out = Zbuf, Ybuf, D0, D1, n_out
-        self.group_params = None  # the param-group list last checked to cover exactly the model
-        self.group_params_len = 0
+        self.Zbuf, self.Ybuf, self.D0, self.D1 = Zbuf, Ybuf, D0, D1
+        self.output = output  # the last layer's output buffer: what the loss checks the target against
+        self.tuned = tuned  # (row, layer) of the activations with hyper-parameters
+        self.pair = None  # _Pair of the last (loss, optimizer) that passed the checks
+
+    def fits(self, arena, layer_list, N) -> bool:
+        return self.arena is arena and self.N == N and self.layer_list == layer_list
 
 
-def _build_plan(model, N: int, key) -> _Plan | None:
-    layers = getattr(model, "layers", None)
-    arena = getattr(model, "_arena", None)
-    if not isinstance(layers, list) or arena is None:
+class _Pair:
+    """A (loss, optimizer) pair checked against a plan: the loss code and the optimizer's
+    coefficient builder, valid while the optimizer's single param group is the same list."""
+
+    __slots__ = ("loss", "optimizer", "params", "n_params", "loss_code", "build")
+
+    def __init__(self, loss, optimizer, params, loss_code, build):
+        self.loss, self.optimizer, self.params, self.n_params = loss, optimizer, params, len(params)
+        self.loss_code, self.build = loss_code, build
+
+    def fits(self, loss, optimizer) -> bool:
+        if self.loss is not loss or self.optimizer is not optimizer:
+            return False
+        groups = optimizer.param_groups
+        return len(groups) == 1 and groups[0]["params"] is self.params and len(self.params) == self.n_params
+
+
+def _build_plan(N: int, arena, layer_list) -> _Plan | None:
+    if type(arena.data) is not np.ndarray or arena.dtype not in _FLOATS:
         return None
-    rows, hyper, activations, i = [], [], [], 0
+    layers = layer_list
+    rows, hyper, tuned, i = [], [], [], 0
     while i < len(layers):
         lin = layers[i]
         if not _is_linear(lin):
@@ -222,7 +253,8 @@ def _build_plan(model, N: int, key) -> _Plan | None:
             act = _activation_code(layers[i + 1])
             if act is None:
                 return None
-            activations.append((len(rows), layers[i + 1]))
+            if act[0] in _TUNED:
+                tuned.append((len(rows), layers[i + 1]))
             i += 1
         i += 1
         w, b = lin.weight, lin.bias
@@ -242,11 +274,12 @@ def _build_plan(model, N: int, key) -> _Plan | None:
         r.append(y_total)
         y_total += N * r[3]
     width = max(r[3] for r in rows)
-    plan = _Plan(key, np.array(rows, dtype=np.int64), np.array(hyper, dtype=dtype).reshape(-1, 2),
-                 np.empty(z_total, dtype), np.empty(y_total, dtype), np.empty(N * width, dtype),
-                 np.empty(N * width, dtype), rows[-1][3])
-    plan.activations = activations
-    return plan
+    Ybuf = np.empty(y_total, dtype)
+    n_out = rows[-1][3]
+    return _Plan(arena, list(layer_list), N, np.array(rows, dtype=np.int64),
+                 np.array(hyper, dtype=dtype).reshape(-1, 2), np.empty(z_total, dtype), Ybuf,
+                 np.empty(N * width, dtype), np.empty(N * width, dtype),
+                 Ybuf[rows[-1][6]:].reshape(N, n_out), tuned)
 
 
 class NumbaBackend(NumpyBackend):
@@ -738,73 +771,43 @@ class NumbaBackend(NumpyBackend):
         K.adadelta_step(pf, gf, s, d, _adadelta_coefficients(p.dtype, lr, step, rho, eps, weight_decay))
 
     # ------------------------------------------------------------------ whole step
-    def _fused_optimizer(self, optimizer, group, arena):
-        """(code, [s1, s2, s3], c) for the fused step, or None for an unknown optimizer."""
-        kind = type(optimizer).__name__
-        if not type(optimizer).__module__.startswith("fastmlp.optim"):
-            return None
-        dt, lr, t = arena.dtype, group["lr"], group["step"]
-        buf = optimizer._buffer
-        none = _empty(dt)
-        if kind == "SGD":
-            s1 = buf(arena, "momentum_buffer") if group["momentum"] else none
-            c = _sgd_coefficients(dt, lr, t, group["momentum"], group["dampening"], group["nesterov"],
-                                  group["weight_decay"])
-            return K.OPT_SGD, [s1, none, none], c
-        if kind == "Momentum":
-            c = _momentum_coefficients(dt, lr, t, group["beta"], group["bias_correction"], group["nesterov"],
-                                       group["weight_decay"])
-            return K.OPT_MOMENTUM, [buf(arena, "exp_avg"), none, none], c
-        if kind == "Adagrad":
-            s1 = buf(arena, "sum", group["initial_accumulator_value"])
-            c = _adagrad_coefficients(dt, lr, t, group["lr_decay"], group["weight_decay"], group["eps"],
-                                      group["eps_root"])
-            return K.OPT_ADAGRAD, [s1, none, none], c
-        if kind == "RMSprop":
-            s2 = buf(arena, "grad_avg") if group["centered"] else none
-            s3 = buf(arena, "momentum_buffer") if group["momentum"] else none
-            c = _rmsprop_coefficients(dt, lr, t, group["alpha"], group["eps"], group["weight_decay"],
-                                      group["momentum"], group["centered"], group["bias_correction"],
-                                      group["eps_root"])
-            return K.OPT_RMSPROP, [buf(arena, "square_avg"), s2, s3], c
-        if kind in ("Adam", "AdamW"):
-            b1, b2 = group["betas"]
-            s3 = buf(arena, "max_exp_avg_sq") if group["amsgrad"] else none
-            c = _adam_coefficients(dt, lr, t, b1, b2, group["eps"], group["weight_decay"], group["amsgrad"],
-                                   group["decoupled_weight_decay"], group["eps_root"])
-            return K.OPT_ADAM, [buf(arena, "exp_avg"), buf(arena, "exp_avg_sq"), s3], c
-        if kind == "Adamax":
-            b1, b2 = group["betas"]
-            c = _adamax_coefficients(dt, lr, t, b1, b2, group["eps"], group["weight_decay"])
-            return K.OPT_ADAMAX, [buf(arena, "exp_avg"), buf(arena, "exp_inf"), none], c
-        if kind == "NAdam":
-            b1, b2 = group["betas"]
-            c = _nadam_coefficients(dt, lr, t, group["mu_product"], b1, b2, group["eps"], group["weight_decay"],
-                                    group["momentum_decay"], group["decoupled_weight_decay"])
-            return K.OPT_NADAM, [buf(arena, "exp_avg"), buf(arena, "exp_avg_sq"), none], c
-        if kind == "Adadelta":
-            c = _adadelta_coefficients(dt, lr, t, group["rho"], group["eps"], group["weight_decay"])
-            return K.OPT_ADADELTA, [buf(arena, "square_avg"), buf(arena, "acc_delta"), none], c
-        return None
-
     def _plan_for(self, model, X):
-        """The cached plan of ``model`` for this batch size, or None if it cannot be fused."""
+        """The cached plan of ``model`` for this batch, or None if it cannot be fused."""
         arena = getattr(model, "_arena", None)
-        if arena is None or type(arena.data) is not np.ndarray or arena.dtype not in _FLOATS:
+        layers = getattr(model, "layers", None)
+        if arena is None or type(layers) is not list or X.dtype != arena.dtype:
             return None
-        if arena.backend_name not in (None, self.name) or X.dtype != arena.dtype:
+        if arena.backend_name is not None and arena.backend_name != self.name:
             return None
-        key = (id(arena), tuple(id(layer) for layer in getattr(model, "layers", ())), X.shape[0])
         try:
             plan = self._plans.get(model)
         except TypeError:  # not weak-referenceable
             return None
-        if plan is None or plan.key != key:
-            plan = _build_plan(model, X.shape[0], key)
+        if plan is None or not plan.fits(arena, layers, X.shape[0]):
+            plan = _build_plan(X.shape[0], arena, layers)
             if plan is None:
                 return None
             self._plans[model] = plan
         return plan
+
+    @staticmethod
+    def _pair_for(plan, model, loss, optimizer):
+        """The plan's checked (loss, optimizer) pair, or None if the pair cannot be fused."""
+        pair = plan.pair
+        if pair is not None and pair.fits(loss, optimizer):
+            return pair
+        codes = {"CrossEntropyLoss": K.LOSS_CROSS_ENTROPY, "MSELoss": K.LOSS_MSE}
+        build = _OPTIMIZERS.get(type(optimizer).__name__)
+        if type(loss).__name__ not in codes or build is None or not type(optimizer).__module__.startswith("fastmlp.optim"):
+            return None
+        groups = getattr(optimizer, "param_groups", None)
+        if not groups or len(groups) != 1:
+            return None
+        gp, params = groups[0]["params"], model.parameters()
+        if len(gp) != len(params) or {id(p) for p in gp} != {id(p) for p in params}:
+            return None
+        plan.pair = _Pair(loss, optimizer, gp, codes[type(loss).__name__], build)
+        return plan.pair
 
     def train_step(self, model, X, target, loss, optimizer) -> float:
         """Forward, loss, backward and optimizer step as one kernel call (``train_step`` in
@@ -818,56 +821,116 @@ class NumbaBackend(NumpyBackend):
         return fused
 
     def _fused_call(self, model, X, target, loss, optimizer):
-        if not _native(X) or X.ndim != 2:
+        if type(X) is not np.ndarray or X.ndim != 2 or X.dtype not in _FLOATS:
             return None
-        if not (X.flags.c_contiguous and X.flags.writeable):
-            X = np.array(X, order="C")  # the kernel's layer-input variable has one (writable) type
         plan = self._plan_for(model, X)
         if plan is None:
             return None
-        arena = model._arena
-        kind = type(loss).__name__
-        if kind not in ("CrossEntropyLoss", "MSELoss") or loss.reduction not in ("mean", "sum"):
+        pair = self._pair_for(plan, model, loss, optimizer)
+        if pair is None or loss.reduction not in ("mean", "sum"):
             return None
-        groups = getattr(optimizer, "param_groups", None)
-        if not groups or len(groups) != 1:
-            return None
-        group = groups[0]
-        gp = group["params"]
-        if plan.group_params is not gp or plan.group_params_len != len(gp):
-            params = model.parameters()
-            if len(gp) != len(params) or {id(p) for p in gp} != {id(p) for p in params}:
-                return None
-            plan.group_params, plan.group_params_len = gp, len(gp)
-        for row, layer in plan.activations:  # hyper-parameters are read at every step, like the layers do
+        if not (X.flags.c_contiguous and X.flags.writeable):
+            X = np.array(X, order="C")  # the kernel's layer-input variable has one (writable) type
+        for row, layer in plan.tuned:  # hyper-parameters are read at every step, like the layers do
             _, plan.hyper[row, 0], plan.hyper[row, 1] = _activation_code(layer)
-        N, dtype = X.shape[0], X.dtype
-        # the loss's own checks (label range, target shape, finiteness) on an output-shaped stand-in
-        _, target = loss._prepare(np.empty((N, plan.n_out), dtype), target, self)
-        if kind == "CrossEntropyLoss":
-            if target.ndim != 1:
-                return None
-            labels, T, code = np.ascontiguousarray(target, dtype=np.int64), np.empty((0, 0), dtype), K.LOSS_CROSS_ENTROPY
+        N, dtype, C = X.shape[0], X.dtype, plan.output.shape[1]
+        if pair.loss_code == K.LOSS_CROSS_ENTROPY:
+            if not (type(target) is np.ndarray and target.dtype == np.int64 and target.shape == (N,)):
+                # other label types and probability targets: the loss's own checks and conversions
+                _, target = loss._prepare(plan.output, target, self)
+                if target.ndim != 1:
+                    return None
+            elif target.min() < 0 or target.max() >= C:
+                as_labels(target, C, N, self)  # raises the reference's ValueError
+            labels, T = _c(target), np.empty((0, 0), dtype)
             ls, count = dtype.type(loss.label_smoothing), N
         else:
-            labels, T, code = np.empty(0, np.int64), np.ascontiguousarray(target, dtype=dtype), K.LOSS_MSE
-            ls, count = dtype.type(0.0), N * plan.n_out
-        r = dtype.type(self._scale(loss.reduction, count))
+            _, target = loss._prepare(plan.output, target, self)  # shape, type, finiteness
+            labels, T = np.empty(0, np.int64), np.ascontiguousarray(target, dtype=dtype)
+            ls, count = dtype.type(0.0), N * C
+        r = dtype.type(1.0 / count if loss.reduction == "mean" else 1.0)
+        group = optimizer.param_groups[0]
         saved_step, saved_mu = group["step"], group.get("mu_product")
         group["step"] += 1
         optimizer._before_group_step(group)
-        fused = self._fused_optimizer(optimizer, group, arena)
-        if fused is None:
-            group["step"] = saved_step
-            if saved_mu is not None:
-                group["mu_product"] = saved_mu
-            return None
-        opt, (s1, s2, s3), c = fused
-        total = K.train_step(X, labels, T, code, ls, r, plan.layers, plan.hyper, plan.consts, arena.data, arena.grad, plan.Zbuf, plan.Ybuf,
-                             plan.D0, plan.D1, opt, s1, s2, s3, c)
+        opt, s1, s2, s3, c = pair.build(optimizer, group, plan.arena)
+        total = K.train_step(X, labels, T, pair.loss_code, ls, r, plan.layers, plan.hyper, plan.consts,
+                             plan.arena.data, plan.arena.grad, plan.Zbuf, plan.Ybuf, plan.D0, plan.D1,
+                             opt, s1, s2, s3, c)
         value = total / count if loss.reduction == "mean" else total
         if not math.isfinite(value):
             group["step"] = saved_step  # nothing was updated: undo the step count, then raise
             if saved_mu is not None:
                 group["mu_product"] = saved_mu
-        return loss._finite(dtype.type(value), self)
+            loss._finite(value, self)
+        return float(dtype.type(value))
+
+
+# ---------------------------------------------------------------------------- the fused step's optimizers
+# optimizer class name -> builder (optimizer, group, arena) -> (kernel code, s1, s2, s3, c): the
+# state buffers (empty when unused) and the coefficients of the step about to run.
+def _sgd(opt, group, arena):
+    dt = arena.dtype
+    s1 = opt._buffer(arena, "momentum_buffer") if group["momentum"] else _empty(dt)
+    c = _sgd_coefficients(dt, group["lr"], group["step"], group["momentum"], group["dampening"],
+                          group["nesterov"], group["weight_decay"])
+    return K.OPT_SGD, s1, _empty(dt), _empty(dt), c
+
+
+def _momentum(opt, group, arena):
+    dt = arena.dtype
+    c = _momentum_coefficients(dt, group["lr"], group["step"], group["beta"], group["bias_correction"],
+                               group["nesterov"], group["weight_decay"])
+    return K.OPT_MOMENTUM, opt._buffer(arena, "exp_avg"), _empty(dt), _empty(dt), c
+
+
+def _adagrad(opt, group, arena):
+    dt = arena.dtype
+    s1 = opt._buffer(arena, "sum", group["initial_accumulator_value"])
+    c = _adagrad_coefficients(dt, group["lr"], group["step"], group["lr_decay"], group["weight_decay"],
+                              group["eps"], group["eps_root"])
+    return K.OPT_ADAGRAD, s1, _empty(dt), _empty(dt), c
+
+
+def _rmsprop(opt, group, arena):
+    dt = arena.dtype
+    s2 = opt._buffer(arena, "grad_avg") if group["centered"] else _empty(dt)
+    s3 = opt._buffer(arena, "momentum_buffer") if group["momentum"] else _empty(dt)
+    c = _rmsprop_coefficients(dt, group["lr"], group["step"], group["alpha"], group["eps"],
+                              group["weight_decay"], group["momentum"], group["centered"],
+                              group["bias_correction"], group["eps_root"])
+    return K.OPT_RMSPROP, opt._buffer(arena, "square_avg"), s2, s3, c
+
+
+def _adam(opt, group, arena):
+    dt = arena.dtype
+    b1, b2 = group["betas"]
+    s3 = opt._buffer(arena, "max_exp_avg_sq") if group["amsgrad"] else _empty(dt)
+    c = _adam_coefficients(dt, group["lr"], group["step"], b1, b2, group["eps"], group["weight_decay"],
+                           group["amsgrad"], group["decoupled_weight_decay"], group["eps_root"])
+    return K.OPT_ADAM, opt._buffer(arena, "exp_avg"), opt._buffer(arena, "exp_avg_sq"), s3, c
+
+
+def _adamax(opt, group, arena):
+    dt = arena.dtype
+    b1, b2 = group["betas"]
+    c = _adamax_coefficients(dt, group["lr"], group["step"], b1, b2, group["eps"], group["weight_decay"])
+    return K.OPT_ADAMAX, opt._buffer(arena, "exp_avg"), opt._buffer(arena, "exp_inf"), _empty(dt), c
+
+
+def _nadam(opt, group, arena):
+    dt = arena.dtype
+    b1, b2 = group["betas"]
+    c = _nadam_coefficients(dt, group["lr"], group["step"], group["mu_product"], b1, b2, group["eps"],
+                            group["weight_decay"], group["momentum_decay"], group["decoupled_weight_decay"])
+    return K.OPT_NADAM, opt._buffer(arena, "exp_avg"), opt._buffer(arena, "exp_avg_sq"), _empty(dt), c
+
+
+def _adadelta(opt, group, arena):
+    dt = arena.dtype
+    c = _adadelta_coefficients(dt, group["lr"], group["step"], group["rho"], group["eps"], group["weight_decay"])
+    return K.OPT_ADADELTA, opt._buffer(arena, "square_avg"), opt._buffer(arena, "acc_delta"), _empty(dt), c
+
+
+_OPTIMIZERS = {"SGD": _sgd, "Momentum": _momentum, "Adagrad": _adagrad, "RMSprop": _rmsprop, "Adam": _adam,
+               "AdamW": _adam, "Adamax": _adamax, "NAdam": _nadam, "Adadelta": _adadelta}
