@@ -307,6 +307,11 @@ PYBIND11_MODULE(FASTMLP_MODULE, m) {
     }, "n"_a);
     m.def("blas_get_num_threads", [] { return scipy_openblas_get_num_threads(); });
     m.def("blas_config", [] { return std::string(scipy_openblas_get_config()); });
+    m.def("all_finite", [](const py::object& Xo) {
+        Arg X("all_finite", "X", Xo);
+        const DT dt = X.float_dtype();
+        return dt == DT::f32 ? fastmlp::all_finite(X.in<float>(), X.size()) : fastmlp::all_finite(X.in<double>(), X.size());
+    }, "X"_a.noconvert(), "True if X (float32/float64, C-contiguous, any shape) holds no NaN or Inf.");
     m.def("vexp", [](const py::object& Z, const py::object& Y) {
         unary("vexp", Z, Y, [](auto z, auto y, i64 n) { for (i64 i = 0; i < n; ++i) y[i] = fastmlp::vexp(z[i]); });
     }, "Z"_a.noconvert(), "Y"_a.noconvert(), "Y = e^Z with the kernels' vectorised exp (tests).");

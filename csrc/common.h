@@ -96,6 +96,21 @@ inline std::uint32_t as_u32(float f) { std::uint32_t u; std::memcpy(&u, &f, 4); 
 inline double as_double(std::uint64_t u) { double d; std::memcpy(&d, &u, 8); return d; }
 inline std::uint64_t as_u64(double d) { std::uint64_t u; std::memcpy(&u, &d, 8); return u; }
 
+// ---------------------------------------------------------------------------- all_finite
+// No NaN or +-Inf among n values: none has an exponent of all ones. An integer OR over the
+// bits (a float reduction would not vectorise without reassociation), read through may_alias
+// integer types.
+template <class T>
+bool all_finite(const T* x, i64 n) {
+    using U = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
+    typedef U __attribute__((may_alias)) AliasU;
+    constexpr U exp_mask = sizeof(T) == 4 ? U(0x7f800000u) : U(0x7ff0000000000000ull);
+    const AliasU* u = reinterpret_cast<const AliasU*>(x);
+    U bad = 0;
+    for (i64 i = 0; i < n; ++i) bad |= U((u[i] & exp_mask) == exp_mask);
+    return bad == 0;
+}
+
 // ---------------------------------------------------------------------------- vexp
 // e^x = 2^n e^r, n = round(x / ln 2), r = x - n ln2 (Cody-Waite: ln2 = hi + lo), |r| <= ln2/2.
 // n is rounded by adding 1.5 * 2^23 (2^52): its low mantissa bits then hold n, and

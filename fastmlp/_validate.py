@@ -63,7 +63,7 @@ def as_batch(X: Any, dtype: Any, backend, n_features: int | None = None, name: s
 
 def check_finite(X: Any, name: str, backend) -> None:
     """Raise FloatingPointError if ``X`` holds NaN or Inf."""
-    if not bool(backend.xp.isfinite(X).all()):
+    if not backend.all_finite(X):
         raise FloatingPointError(f"{name} contains NaN or Inf")
 
 

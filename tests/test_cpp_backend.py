@@ -572,6 +572,25 @@ def test_pool_works_in_a_forked_child(cpp):
     assert child.exitcode == 0 and np.all(np.isfinite(values))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("n", [0, 1, 7, 64 * 784 + 3])
+def test_all_finite_matches_the_reference(cpp, dtype, n):
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal(n).astype(dtype)
+    info = np.finfo(dtype)
+    if n:
+        x[0], x[-1] = info.max, info.tiny / 4  # the largest and a denormal: finite
+    assert cpp.all_finite(x) is REF.all_finite(x) is True
+    for bad in (np.nan, np.inf, -np.inf):
+        for pos in {0, n // 2, n - 1} if n else ():
+            y = x.copy()
+            y[pos] = bad
+            assert cpp.all_finite(y) is REF.all_finite(y) is False
+            assert cpp.all_finite(y[::-1]) is False  # not contiguous: the reference's path
+    with pytest.raises(TypeError):
+        cpp._C.all_finite(np.zeros(3, np.int32))
+
+
 def test_denormals_are_flushed_inside_and_restored_after(cpp):
     tiny = np.float32(1e-39)  # a float32 denormal
     assert 0 < tiny < np.finfo(F32).tiny

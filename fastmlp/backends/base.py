@@ -91,6 +91,10 @@ class Backend:
         """`x` as a NumPy array on the host."""
         return np.asarray(x)
 
+    def all_finite(self, x: Any) -> bool:
+        """True if ``x`` holds no NaN or Inf (the input checks of ``fastmlp._validate``)."""
+        return bool(self.xp.isfinite(x).all())
+
     def empty(self, shape: Any, dtype: Any) -> Any:
         return self.xp.empty(shape, dtype=dtype)
 

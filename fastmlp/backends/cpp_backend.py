@@ -127,6 +127,14 @@ class CppBackend(NumpyBackend):
             f"OpenBLAS {self._C.blas_get_num_threads()} thread(s): {self._C.blas_config()}"
         )
 
+    def all_finite(self, x) -> bool:
+        """One vectorised pass over the bits (``_C.all_finite``) for a C-contiguous float32/64
+        array; the reference's ``isfinite(x).all()`` (a temporary mask, then a reduction: 7 us
+        where this takes about 2 on a 64 x 784 batch) for anything else."""
+        if isinstance(x, np.ndarray) and x.dtype in _FLOATS and x.flags.c_contiguous:
+            return bool(self._C.all_finite(x))
+        return super().all_finite(x)
+
     def set_num_threads(self, n: int) -> None:
         """Threads of the backend's pool: the GEMMs, the elementwise loops and the optimizer
         steps are split over them (1: everything on the calling thread)."""
