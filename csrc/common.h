@@ -49,34 +49,38 @@ struct FtzGuard {
 // joining it cost a few microseconds, the time of ~10k simple float updates.
 constexpr i64 kGrain = 1 << 14;
 
-// f(begin, end) over contiguous chunks of [0, n) (multiples of 64 elements), one per thread of
-// the pool (csrc/pool.h); the caller runs chunk 0. Each thread sets its own FTZ (MXCSR is per
-// thread).
+// Threads for a loop over n elements: one per kGrain elements, at most the pool's.
+inline int loop_threads(i64 n) { return int(std::max<i64>(1, std::min<i64>(get_num_threads(), n / kGrain))); }
+
+// f(t, begin, end) over nt contiguous chunks of [0, n) (multiples of 64 elements), chunk t on
+// thread t of the pool (csrc/pool.h); nt = 1 runs f(0, 0, n) on the caller. Each pool thread
+// sets its own FTZ (MXCSR is per thread).
 template <class F>
-void parallel_for(i64 n, F&& f) {
-    const int nt = int(std::min<i64>(get_num_threads(), n / kGrain));
+void for_chunks(i64 n, int nt, F&& f) {
     if (nt <= 1) {
-        f(i64(0), n);
+        f(0, i64(0), n);
         return;
     }
     Pool::instance().run(nt, [&](int t, int k) {
         FtzGuard ftz;
         const Range r = split(n, t, k, 64);
-        if (r.size() > 0) f(r.begin, r.end);
+        if (r.size() > 0) f(t, r.begin, r.end);
     });
+}
+
+// f(begin, end) over the chunks of [0, n).
+template <class F>
+void parallel_for(i64 n, F&& f) {
+    for_chunks(n, loop_threads(n), [&](int, i64 a, i64 b) { f(a, b); });
 }
 
 // Sum over the chunks of g(begin, end) -> double, added in chunk order (deterministic for a
 // given thread count).
 template <class G>
 double parallel_sum(i64 n, G&& g) {
-    const int nt = int(std::max<i64>(1, std::min<i64>(get_num_threads(), n / kGrain)));
+    const int nt = loop_threads(n);
     std::vector<double> part(nt, 0.0);
-    Pool::instance().run(nt, [&](int t, int k) {
-        FtzGuard ftz;
-        const Range r = split(n, t, k, 64);
-        if (r.size() > 0) part[t] = g(r.begin, r.end);
-    });
+    for_chunks(n, nt, [&](int t, i64 a, i64 b) { part[t] = g(a, b); });
     double s = 0.0;
     for (double p : part) s += p;
     return s;

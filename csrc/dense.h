@@ -114,19 +114,31 @@ void dense_forward(const T* X, const T* W, const T* b, T* Y, i64 N, i64 in, i64 
     });
 }
 
+// Part t of nt of the dense backward: dZ = dY * act'(Y) on this thread's rows (into dZ, which
+// may be dY itself; unused for the identity), a barrier, then this thread's part of dW = dZ^T X
+// and db = sum_n dZ (overwritten; db when given) and its rows of dX = dZ W (when given).
+template <class T>
+void dense_backward_part(const T* dY, const T* X, const T* W, const T* Y, T* dW, T* db, T* dX, T* dZ, i64 N, i64 in,
+                         i64 out, Act act, T h1, T h2, int t, int nt) {
+    const Range r = split(N, t, nt);
+    const T* g = dY;
+    if (act != Act::identity) {
+        dense_act_grad(dY + r.begin * out, Y + r.begin * out, dZ + r.begin * out, r.size() * out, act, h1, h2);
+        g = dZ;
+    }
+    Pool::instance().barrier(nt);
+    dense_weight_grad(g, X, dW, db, N, in, out, t, nt);
+    if (dX) dense_input_grad_rows(g + r.begin * out, W, dX + r.begin * in, r.size(), in, out);
+}
+
 // dZ = dY * act'(Y); dW = dZ^T X (overwritten), db = sum_n dZ (overwritten, when given),
 // dX = dZ W (when given). dZ_work: N * out scratch, unused (may be null) for the identity.
 template <class T>
 void dense_backward(const T* dY, const T* X, const T* W, const T* Y, T* dW, T* db, T* dX, T* dZ_work, i64 N, i64 in,
                     i64 out, Act act, T h1 = T(0), T h2 = T(0)) {
-    const T* dZ = act == Act::identity ? dY : dZ_work;
     Pool::instance().run(dense_threads(N, in, out), [&](int t, int nt) {
         FtzGuard ftz;
-        const Range r = split(N, t, nt);
-        if (act != Act::identity) dense_act_grad(dY + r.begin * out, Y + r.begin * out, dZ_work + r.begin * out, r.size() * out, act, h1, h2);
-        Pool::instance().barrier(nt);
-        dense_weight_grad(dZ, X, dW, db, N, in, out, t, nt);
-        if (dX) dense_input_grad_rows(dZ + r.begin * out, W, dX + r.begin * in, r.size(), in, out);
+        dense_backward_part(dY, X, W, Y, dW, db, dX, dZ_work, N, in, out, act, h1, h2, t, nt);
     });
 }
 

@@ -150,16 +150,12 @@ TrainResult train_step(const T* X, i64 N, const std::vector<LayerSpec>& layers, 
             const i64 in = s.in, o = s.out;
             const T* input = l == 0 ? X : out[l - 1];
             if (s.kind == 0) {
-                if (s.act != Act::identity)
-                    dense_act_grad(dcur + r0 * o, out[l] + r0 * o, dcur + r0 * o, nr * o, s.act, T(s.h1), T(s.h2));
-                // every row of dZ is in, and every thread is past the previous layer's reads of dnext
-                pool.barrier(nt);
-                dense_weight_grad(dcur, input, grads + s.w_off, s.b_off >= 0 ? grads + s.b_off : nullptr, N, in, o, t,
-                                  nt);
-                if (l > 0) {
-                    dense_input_grad_rows(dcur + r0 * o, params + s.w_off, dnext + r0 * in, nr, in, o);
-                    std::swap(dcur, dnext);
-                }
+                // dZ in place in dcur; its barrier also puts every thread past the previous
+                // layer's reads of dnext before dX is written there
+                dense_backward_part(dcur, input, params + s.w_off, out[l], grads + s.w_off,
+                                    s.b_off >= 0 ? grads + s.b_off : nullptr, l > 0 ? dnext : nullptr, dcur, N, in, o,
+                                    s.act, T(s.h1), T(s.h2), t, nt);
+                if (l > 0) std::swap(dcur, dnext);
             } else if (l > 0) {
                 activation_backward(s.act, T(s.h1), T(s.h2), dcur + r0 * o, input + r0 * in, out[l] + r0 * o,
                                     dcur + r0 * o, nr * o);
