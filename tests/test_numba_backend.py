@@ -225,50 +225,6 @@ def test_pool_step_splits_wide_and_narrow_layers(monkeypatch, nt, N, dtype):
     assert len(calls) == 10
 
 
-@pytest.mark.skipif(not JIT, reason="NUMBA_DISABLE_JIT: no parallel region, no threading layer")
-def test_pool_step_holds_scipy_blas_at_one_thread_and_restores_it(monkeypatch):
-    from threadpoolctl import threadpool_info
-
-    monkeypatch.setattr(NB, "_pool_threads", lambda: 2)
-    seen = []
-    original = P.train_step_pool
-
-    def spy(*args):
-        seen.append({lib["filepath"]: lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"})
-        return original(*args)
-
-    monkeypatch.setattr(P, "train_step_pool", spy)
-    before = {lib["filepath"]: lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
-    _run("numba", _mlp("relu"), fastmlp.CrossEntropyLoss(), "Adam", {}, "float32", steps=2)
-    after = {lib["filepath"]: lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
-    assert after == before and len(seen) == 2
-    held = {lib.filepath for lib in NB._blas_libraries()}
-    assert held and all(seen[0][path] == 1 for path in held)
-
-
-def test_pool_step_gives_way_to_the_serial_step_on_the_workqueue_layer(monkeypatch):
-    """numba's workqueue layer costs ~100 us per region: after one pool step on it, serial."""
-    import numba
-
-    monkeypatch.setattr(NB, "_pool", True)
-    monkeypatch.setattr(NB, "_layer", None)
-    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
-    monkeypatch.setattr(numba, "threading_layer", lambda: "workqueue")
-    calls = {"serial": 0, "pool": 0}
-    for module, name, key in ((K, "train_step", "serial"), (P, "train_step_pool", "pool")):
-        original = getattr(module, name)
-        monkeypatch.setattr(module, name, lambda *a, _o=original, _k=key: calls.__setitem__(_k, calls[_k] + 1) or _o(*a))
-    _run("numba", _mlp("relu"), fastmlp.CrossEntropyLoss(), "Adam", {}, "float64", steps=3)
-    assert calls == {"serial": 2, "pool": 1} and NB._pool_threads() == 1
-
-
-def test_without_threadpoolctl_the_serial_step_runs(monkeypatch):
-    monkeypatch.setattr(NB, "_pool", True)
-    monkeypatch.setattr(NB, "_blas", None)
-    monkeypatch.setitem(sys.modules, "threadpoolctl", None)  # import fails
-    assert NB._pool_threads() == 1
-
-
 def test_fused_step_follows_learning_rate_changes(fused_only):
     """lr is read at every step (schedulers): the kernel's coefficients are rebuilt each call."""
     out = []

@@ -655,63 +655,60 @@ def _activation_backward(code, dY, Z, Y, dZ, h0, h1, consts):
 
 
 # ============================================================================ dense
-# Epilogue of the GEMM, in place on columns [j0, j1) of Y (N, M): y = act(y + b). b of size 0
-# means no bias. (A column range rather than a view Y[:, j0:j1], whose unknown strides would
-# keep the loops from vectorising: the pool step splits layers by units.)
+# Epilogue of the GEMM, in place on Y (N, M): y = act(y + b). b of size 0 means no bias.
 @kernel
-def _bias_activation(Y, b, act, j0, j1):
-    N = Y.shape[0]
+def _bias_activation(Y, b, act):
+    N, M = Y.shape
     has_bias = b.size > 0
     fast = Y.itemsize == 4
     for n in range(N):
         if has_bias:
-            for j in range(j0, j1):
+            for j in range(M):
                 Y[n, j] += b[j]
         if act == ACT_RELU:
-            for j in range(j0, j1):
+            for j in range(M):
                 y = Y[n, j]
                 Y[n, j] = y if y > _0 else _0 * y
         elif act == ACT_SIGMOID:
-            for j in range(j0, j1):
+            for j in range(M):
                 Y[n, j] = _sigmoid(Y[n, j], fast)
         elif act == ACT_TANH:
-            for j in range(j0, j1):
+            for j in range(M):
                 Y[n, j] = _tanh(Y[n, j], fast)
 
 
-# One pass over columns [j0, j1) of dY (N, M): dz = dy act'(y) written to dZ (may alias dY),
-# and db_j = sum_n dz_nj (float64 accumulator, then cast) when db has size M. Each row is
-# computed into the float32/64 scratch row ``d`` first: written straight to dZ and summed from
-# there, a dZ that may alias dY kept LLVM from vectorising (7.2 us instead of 2.6 on 64 x 128).
+# One pass over dY (N, M): dz = dy act'(y) written to dZ (may alias dY), and
+# db_j = sum_n dz_nj (float64 accumulator, then cast) when db has size M. Each row is computed
+# into the float32/64 scratch row ``d`` first: written straight to dZ and summed from there,
+# a dZ that may alias dY kept LLVM from vectorising (7.2 us instead of 2.6 on 64 x 128).
 @kernel
-def _activation_grad_bias_grad(dY, Y, act, dZ, db, j0, j1):
-    N = dY.shape[0]
-    M = j1 - j0
+def _activation_grad_bias_grad(dY, Y, act, dZ, db):
+    N, M = dY.shape
     need_db = db.size > 0
     acc = np.zeros(M if need_db else 0, np.float64)
     d = np.empty(M, dY.dtype)
     for n in range(N):
         if act == ACT_RELU:
             for j in range(M):
-                d[j] = dY[n, j0 + j] if Y[n, j0 + j] > _0 else _0
+                d[j] = dY[n, j] if Y[n, j] > _0 else _0
         elif act == ACT_SIGMOID:
             for j in range(M):
-                y = Y[n, j0 + j]
-                d[j] = dY[n, j0 + j] * y * (_1 - y)
+                y = Y[n, j]
+                d[j] = dY[n, j] * y * (_1 - y)
         elif act == ACT_TANH:
             for j in range(M):
-                y = Y[n, j0 + j]
-                d[j] = dY[n, j0 + j] * (_1 - y * y)
+                y = Y[n, j]
+                d[j] = dY[n, j] * (_1 - y * y)
         else:
             for j in range(M):
-                d[j] = dY[n, j0 + j]
+                d[j] = dY[n, j]
         for j in range(M):
-            dZ[n, j0 + j] = d[j]
+            dZ[n, j] = d[j]
         if need_db:
             for j in range(M):
                 acc[j] += d[j]
     for j in range(acc.size):
-        db[j0 + j] = acc[j]
+        db[j] = acc[j]
 
 
 # Y = act(X W^T + b):  X (N, K), W (M, K), b (M,) or empty, Y (N, M) C-contiguous.
@@ -720,14 +717,14 @@ def _activation_grad_bias_grad(dY, Y, act, dZ, db, j0, j1):
 @kernel
 def dense_forward(X, W, b, act, Y):
     np.dot(X, W.T, Y)
-    _bias_activation(Y, b, act, 0, Y.shape[1])
+    _bias_activation(Y, b, act)
 
 
 # dZ = dY act'(Y) and db = sum_n dZ in one pass, then the GEMMs dW = dZ^T X, dX = dZ W.
 # dZ is a scratch (N, M) (may be dY itself); db, dX of size 0 mean "not wanted".
 @kernel
 def dense_backward(dY, X, W, Y, act, dZ, dW, db, dX):
-    _activation_grad_bias_grad(dY, Y, act, dZ, db, 0, dY.shape[1])
+    _activation_grad_bias_grad(dY, Y, act, dZ, db)
     np.dot(dZ.T, X, dW)
     if dX.size > 0:
         np.dot(dZ, W, dX)

@@ -124,19 +124,19 @@ def train_step_pool(X, labels, T, loss, ls, r, layers, hyper, consts, params, gr
             for t in prange(nt):
                 r0, r1 = _block(t, nt, N)
                 gemm(A[r0:r1], False, W, True, Z[r0:r1])
-                K._bias_activation(Z[r0:r1], b, K.ACT_IDENTITY, 0, n_out)
+                K._bias_activation(Z[r0:r1], b, K.ACT_IDENTITY)
                 K._activation_forward(act, Zf[r0 * n_out:r1 * n_out], Yf[r0 * n_out:r1 * n_out],
                                       hyper[l, 0], hyper[l, 1], consts)
         elif n_out >= split_units:
             for t in prange(nt):
                 j0, j1 = _block(t, nt, n_out)
                 gemm(A, False, W[j0:j1], True, Y[:, j0:j1])
-                K._bias_activation(Y, b, act, j0, j1)
+                K._bias_activation(Y[:, j0:j1], b[j0:j1] if b.size > 0 else b, act)
         else:
             for t in prange(nt):
                 r0, r1 = _block(t, nt, N)
                 gemm(A[r0:r1], False, W, True, Y[r0:r1])
-                K._bias_activation(Y[r0:r1], b, act, 0, n_out)
+                K._bias_activation(Y[r0:r1], b, act)
     # loss and its gradient, into D0, by rows
     C = layers[nl - 1, 3]
     last = layers[nl - 1, 6]
@@ -186,7 +186,8 @@ def train_step_pool(X, labels, T, loss, ls, r, layers, hyper, consts, params, gr
         # dZ = dY act'(Y) in place and db, by units; dW by units too when wide
         for t in prange(nt):
             j0, j1 = _block(t, nt, n_out)
-            K._activation_grad_bias_grad(dY, Y, code, dY, db, j0, j1)
+            K._activation_grad_bias_grad(dY[:, j0:j1], Y[:, j0:j1], code, dY[:, j0:j1],
+                                         db[j0:j1] if db.size > 0 else db)
             if wide:
                 gemm(dY[:, j0:j1], True, A, False, dW[j0:j1])
         # dX = dZ W by rows; dW = dZ^T A by input columns when narrow

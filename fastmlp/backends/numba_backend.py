@@ -296,7 +296,6 @@ class NumbaBackend(NumpyBackend):
         self._plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._blas: list | None = None  # threadpoolctl controllers of the loaded BLAS libraries
         self._pool = True  # False once numba's threading layer turns out to be workqueue
-        self._layer: str | None = None  # numba's threading layer, known after the first pool step
 
     def describe(self) -> str:
         import scipy
@@ -313,47 +312,39 @@ class NumbaBackend(NumpyBackend):
         return numba.get_num_threads()
 
     def _blas_libraries(self) -> list | None:
-        """threadpoolctl's controllers of the BLAS library numba's GEMMs call (SciPy's: the
-        BLAS libraries not vendored by NumPy, or every BLAS library when that leaves none, as
-        where both share one); None without threadpoolctl."""
+        """threadpoolctl's controllers of the BLAS libraries loaded in this process (SciPy's,
+        which numba's GEMMs call, among them); None without threadpoolctl."""
         if self._blas is None:
             try:
                 from threadpoolctl import ThreadpoolController
             except ImportError:  # no way to hold SciPy's BLAS at one thread: serial step
                 self._pool = False
                 return None
-            libs = ThreadpoolController().select(user_api="blas").lib_controllers
-            scipy_own = [lib for lib in libs if "numpy.libs" not in lib.filepath.replace("\\", "/")]
-            self._blas = scipy_own or libs
+            self._blas = ThreadpoolController().select(user_api="blas").lib_controllers
         return self._blas
 
     def _pool_step(self, args: tuple, nt: int) -> float:
-        """``train_step_pool`` on ``nt`` threads, SciPy's BLAS held at one thread meanwhile (each
-        pool thread calls BLAS on its block; BLAS's own threads would fight the pool's)."""
+        """``train_step_pool`` on ``nt`` threads, every BLAS library held at one thread meanwhile
+        (each pool thread calls BLAS on its block; BLAS's own threads would fight the pool's)."""
         from . import _numba_pool_step as P
 
-        # the BLAS libraries not already at one thread, with their thread counts to restore
-        held = [(lib, n) for lib in self._blas_libraries() or [] if (n := lib.get_num_threads()) != 1]
-        for lib, _ in held:
+        blas = self._blas_libraries() or []
+        saved = [lib.get_num_threads() for lib in blas]
+        for lib in blas:
             lib.set_num_threads(1)
         try:
             return P.train_step_pool(*args, nt)
         finally:
-            for lib, n in held:
+            for lib, n in zip(blas, saved):
                 lib.set_num_threads(n)
-            if self._layer is None:
-                self._check_threading_layer()
-
-    def _check_threading_layer(self) -> None:
-        """After the first pool step: numba's workqueue layer (no OpenMP or TBB runtime found)
-        costs ~100 us per parallel region, several times the whole step of a small model, so
-        the serial step runs from then on."""
-        try:
-            self._layer = numba.threading_layer()
-        except ValueError:  # NUMBA_DISABLE_JIT: no parallel region ever ran
-            return
-        if self._layer == "workqueue":
-            self._pool = False
+            # numba's workqueue layer (no OpenMP or TBB runtime found) costs ~100 us per parallel
+            # region, several times the whole step of a small model: serial steps from now on
+            try:
+                layer = numba.threading_layer()
+            except ValueError:  # NUMBA_DISABLE_JIT: no parallel region ever ran
+                layer = None
+            if layer == "workqueue":
+                self._pool = False
 
     # ------------------------------------------------------------------ dense
     def dense_forward(self, X, W, b=None, activation: str = "identity"):
