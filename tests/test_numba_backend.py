@@ -27,7 +27,6 @@ pytestmark = pytest.mark.skipif(not backends()["numba"].available,
 REF = get_backend("numpy")
 NB = get_backend("numba") if backends()["numba"].available else None
 K = importlib.import_module("fastmlp.backends._numba_kernels") if NB is not None else None
-P = importlib.import_module("fastmlp.backends._numba_pool_step") if NB is not None else None
 DTYPES = ("float32", "float64")
 JIT = os.environ.get("NUMBA_DISABLE_JIT", "0") in ("", "0")
 
@@ -69,33 +68,16 @@ def _compare(dtype, ref, got, grads=True):
             assert_matches(s[i][k], s_ref[i][k], dtype, "step", None, f"param {i} state {k}")
 
 
-def _spy_fused(monkeypatch) -> list:
-    """Count the calls of the one-call kernels (the serial step and the pool step)."""
-    calls = []
-    for module, name in ((K, "train_step"), (P, "train_step_pool")):
-        original = getattr(module, name)
-        monkeypatch.setattr(module, name, lambda *a, _original=original: calls.append(1) or _original(*a))
-    return calls
-
-
-#: the fused step's two kernels: serial (1 thread), and the pool step on 3 threads (odd splits;
-#: more threads than this machine's cores is fine, prange shares the blocks among them)
-STEP_THREADS = {"serial": 1, "pool": 3}
-
-
-@pytest.fixture(params=list(STEP_THREADS))
-def step_threads(request, monkeypatch):
-    """Run the test with the serial step, then with the pool step."""
-    nt = STEP_THREADS[request.param]
-    monkeypatch.setattr(NB, "_pool_threads", lambda: nt)
-    return nt
-
-
 @pytest.fixture
-def fused_only(monkeypatch, step_threads):
-    """Make the reference composition unusable: a test passing under it ran the one-call kernel
-    (serial and pool, see ``step_threads``)."""
-    calls = _spy_fused(monkeypatch)
+def fused_only(monkeypatch):
+    """Make the reference composition unusable: a test passing under it ran the one-call kernel."""
+    calls = []
+    original = K.train_step
+
+    def spy(*args):
+        calls.append(1)
+        return original(*args)
+
     reference = type(REF).train_step
 
     def forbidden(self, *args, **kwargs):
@@ -103,6 +85,7 @@ def fused_only(monkeypatch, step_threads):
             raise AssertionError("the numba train_step fell back to the reference composition")
         return reference(self, *args, **kwargs)
 
+    monkeypatch.setattr(K, "train_step", spy)
     monkeypatch.setattr(type(REF), "train_step", forbidden)
     return calls
 
@@ -196,35 +179,6 @@ def test_fused_step_without_bias_and_one_layer(fused_only, dtype):
         _compare(dtype, _run("numpy", layers, loss, "Adam", {}, dtype), _run("numba", layers, loss, "Adam", {}, dtype))
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("nt", [2, 3, 4])
-@pytest.mark.parametrize("N", [1, 2, 37])
-def test_pool_step_splits_wide_and_narrow_layers(monkeypatch, nt, N, dtype):
-    """The pool step's splits against the reference: 70 units are split by units for 2-4
-    threads (>= 16 per thread), 50 for 2-3 and by rows for 4, the 4 outputs always by rows
-    (dW by input columns); a separate activation layer (GELU) splits by rows; a batch of 1 or
-    2 rows leaves threads with no rows. AMSGrad slices three state buffers of the arena, SGD one.
-    float32 runs SGD only: Adam's m / sqrt(v) of a gradient that cancels to rounding noise
-    (2 rows) is +-1 either way, so another GEMM blocking moves such a weight by lr."""
-    monkeypatch.setattr(NB, "_pool_threads", lambda: nt)
-    calls = _spy_fused(monkeypatch)
-
-    def layers():
-        return [fastmlp.Linear(13, 70, rng=1), fastmlp.ReLU(), fastmlp.Linear(70, 50, rng=2), fastmlp.GELU(),
-                fastmlp.Linear(50, 4, rng=3)]
-
-    rng = np.random.default_rng(nt)
-    X = rng.standard_normal((N, 13))
-    sgd = ("SGD", dict(lr=0.01, momentum=0.9, nesterov=True))
-    amsgrad = ("AdamW", dict(lr=0.01, amsgrad=True)) if dtype == "float64" else sgd
-    for loss, y, opt in ((fastmlp.CrossEntropyLoss(), rng.integers(0, 4, N), amsgrad),
-                         (fastmlp.MSELoss(), rng.standard_normal((N, 4)), sgd)):
-        ref = _run("numpy", layers, loss, *opt, dtype, steps=5, X=X, y=y)
-        got = _run("numba", layers, loss, *opt, dtype, steps=5, X=X, y=y)
-        _compare(dtype, ref, got)
-    assert len(calls) == 10
-
-
 def test_fused_step_follows_learning_rate_changes(fused_only):
     """lr is read at every step (schedulers): the kernel's coefficients are rebuilt each call."""
     out = []
@@ -275,7 +229,9 @@ FALLBACKS = {
 @pytest.mark.parametrize("case", [k for k, v in FALLBACKS.items() if v is not None])
 def test_uncovered_models_fall_back_to_the_reference_composition(monkeypatch, case, dtype):
     layers, loss_name, kw = FALLBACKS[case]
-    calls = _spy_fused(monkeypatch)
+    calls = []
+    original = K.train_step
+    monkeypatch.setattr(K, "train_step", lambda *a: calls.append(1) or original(*a))
     rng = np.random.default_rng(2)
     X = rng.standard_normal((37, 13))
     y = rng.integers(0, 2, (37, 4)).astype(float) if loss_name == "BCEWithLogitsLoss" else rng.integers(0, 4, 37)
@@ -287,7 +243,9 @@ def test_uncovered_models_fall_back_to_the_reference_composition(monkeypatch, ca
 
 
 def test_two_param_groups_fall_back(monkeypatch):
-    calls = _spy_fused(monkeypatch)
+    calls = []
+    original = K.train_step
+    monkeypatch.setattr(K, "train_step", lambda *a: calls.append(1) or original(*a))
     out = []
     for backend in ("numpy", "numba"):
         model = fastmlp.Sequential(*_mlp("relu")()).to(backend)
@@ -373,7 +331,9 @@ def test_fused_step_non_finite_input_raises_before_anything_changes(bad):
 def test_fused_step_rechecks_a_new_loss_optimizer_or_label_type(monkeypatch):
     """The checks the fused step caches per (model, loss, optimizer) follow every change: a
     new loss, a new optimizer, a param group edited in place, labels of another dtype."""
-    calls = _spy_fused(monkeypatch)
+    calls = []
+    original = K.train_step
+    monkeypatch.setattr(K, "train_step", lambda *a: calls.append(1) or original(*a))
     rng = np.random.default_rng(3)
     X, y = rng.standard_normal((9, 13)), rng.integers(0, 4, 9)
     targets = [y, y.astype(np.int32), y.astype(np.float64), rng.standard_normal((9, 4)), y]

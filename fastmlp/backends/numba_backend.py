@@ -294,57 +294,11 @@ class NumbaBackend(NumpyBackend):
 
     def __init__(self) -> None:
         self._plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self._blas: list | None = None  # threadpoolctl controllers of the loaded BLAS libraries
-        self._pool = True  # False once numba's threading layer turns out to be workqueue
 
     def describe(self) -> str:
         import scipy
 
-        step = f"training step on {self._pool_threads()} thread(s)"
-        return f"numba {numba.__version__}, numpy {np.__version__}, scipy {scipy.__version__} BLAS; {step}"
-
-    # ------------------------------------------------------------------ threads of the fused step
-    def _pool_threads(self) -> int:
-        """Threads of the fused training step: numba's thread count (``NUMBA_NUM_THREADS``,
-        ``numba.set_num_threads``) when the pool step can run, else 1 (the serial step)."""
-        if not self._pool or self._blas_libraries() is None:
-            return 1
-        return numba.get_num_threads()
-
-    def _blas_libraries(self) -> list | None:
-        """threadpoolctl's controllers of the BLAS libraries loaded in this process (SciPy's,
-        which numba's GEMMs call, among them); None without threadpoolctl."""
-        if self._blas is None:
-            try:
-                from threadpoolctl import ThreadpoolController
-            except ImportError:  # no way to hold SciPy's BLAS at one thread: serial step
-                self._pool = False
-                return None
-            self._blas = ThreadpoolController().select(user_api="blas").lib_controllers
-        return self._blas
-
-    def _pool_step(self, args: tuple, nt: int) -> float:
-        """``train_step_pool`` on ``nt`` threads, every BLAS library held at one thread meanwhile
-        (each pool thread calls BLAS on its block; BLAS's own threads would fight the pool's)."""
-        from . import _numba_pool_step as P
-
-        blas = self._blas_libraries() or []
-        saved = [lib.get_num_threads() for lib in blas]
-        for lib in blas:
-            lib.set_num_threads(1)
-        try:
-            return P.train_step_pool(*args, nt)
-        finally:
-            for lib, n in zip(blas, saved):
-                lib.set_num_threads(n)
-            # numba's workqueue layer (no OpenMP or TBB runtime found) costs ~100 us per parallel
-            # region, several times the whole step of a small model: serial steps from now on
-            try:
-                layer = numba.threading_layer()
-            except ValueError:  # NUMBA_DISABLE_JIT: no parallel region ever ran
-                layer = None
-            if layer == "workqueue":
-                self._pool = False
+        return f"numba {numba.__version__}, numpy {np.__version__}, scipy {scipy.__version__} BLAS; serial kernels"
 
     # ------------------------------------------------------------------ dense
     def dense_forward(self, X, W, b=None, activation: str = "identity"):
@@ -900,10 +854,9 @@ class NumbaBackend(NumpyBackend):
         group["step"] += 1
         optimizer._before_group_step(group)
         opt, s1, s2, s3, c = pair.build(optimizer, group, plan.arena)
-        args = (X, labels, T, pair.loss_code, ls, r, plan.layers, plan.hyper, plan.consts,
-                plan.arena.data, plan.arena.grad, plan.Zbuf, plan.Ybuf, plan.D0, plan.D1, opt, s1, s2, s3, c)
-        nt = self._pool_threads()
-        total = self._pool_step(args, nt) if nt > 1 else K.train_step(*args)
+        total = K.train_step(X, labels, T, pair.loss_code, ls, r, plan.layers, plan.hyper, plan.consts,
+                             plan.arena.data, plan.arena.grad, plan.Zbuf, plan.Ybuf, plan.D0, plan.D1,
+                             opt, s1, s2, s3, c)
         value = total / count if loss.reduction == "mean" else total
         if not math.isfinite(value):
             group["step"] = saved_step  # nothing was updated: undo the step count, then raise
