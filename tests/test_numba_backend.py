@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import math
 import os
 import subprocess
 import sys
@@ -405,32 +406,94 @@ def test_dead_units_leave_no_denormals_in_the_state(op, dtype):
 
 
 # ---------------------------------------------------------------------------- float32 approximations
-def test_float32_exp_and_tanh_approximations_over_the_whole_range():
-    """The vectorisable float32 exp/tanh/expm1 behind the float32 kernels, checked against
-    float64 NumPy far beyond the random inputs of the generic suite: every magnitude from 1e-8
-    to 100, saturation, and the special values."""
-    mag = np.geomspace(1e-8, 100, 200_001)
+def _erf64(x):
+    return np.frompyfunc(math.erf, 1, 1)(x).astype(np.float64)
+
+
+def test_float32_approximations_over_the_whole_range():
+    """The vectorisable float32 exp/tanh/expm1/erf/log1p behind the float32 kernels, checked
+    against float64 NumPy far beyond the random inputs of the generic suite: every magnitude
+    from 1e-8 to 100, saturation, and the special values. (Without the JIT the kernels run as
+    Python, one element at a time: a coarser grid of the same range keeps that run short.)"""
+    mag = np.geomspace(1e-8, 100, 200_001 if JIT else 4_001)
     x = np.concatenate([-mag[::-1], [0.0], mag]).astype(np.float32)
     x64 = x.astype(np.float64)
+    sigmoid = 1 / (1 + np.exp(-x64))
     cases = [
         ("tanh", (), np.tanh(x64), 1e-7, 3e-7),
-        ("sigmoid", (), 1 / (1 + np.exp(-x64)), 1e-7, 3e-7),
+        ("sigmoid", (), sigmoid, 1e-7, 3e-7),
         ("elu", (), np.where(x64 > 0, x64, np.expm1(np.minimum(x64, 0))), 1e-7, 3e-7),
         ("mish", (), x64 * np.tanh(np.logaddexp(0, x64)), 1e-7, 5e-7),
         ("gelu", ("tanh",), 0.5 * x64 * (1 + np.tanh(np.sqrt(2 / np.pi) * (x64 + 0.044715 * x64**3))), 1e-6, 1e-6),
+        # erf: 5.4e-7 absolute (1.4e-7 in exact arithmetic), times |z| / 2
+        ("gelu", (), 0.5 * x64 * (1 + _erf64(x64 / np.sqrt(2))), 5e-7, 6e-7),
+        ("softplus", (), np.where(x64 > 20, x64, np.logaddexp(0, x64)), 1e-7, 3e-7),
+        ("log_sigmoid", (), -np.logaddexp(0, -x64), 1e-7, 3e-7),
+        ("silu", (), x64 * sigmoid, 1e-7, 5e-7),
     ]
     for name, hyper, expected, atol, rtol in cases:
         with np.errstate(over="ignore"):
             got = getattr(NB, f"{name}_forward")(x, *hyper).astype(np.float64)
         err = np.abs(got - expected)
         bad = err > atol + rtol * np.abs(expected)
-        assert not bad.any(), f"{name}: {bad.sum()} values off, worst at x={x[np.argmax(err)]}: {err.max():.3g}"
+        worst = f"worst at x={x[np.argmax(err)]}: {err.max():.3g}"
+        assert not bad.any(), f"{name}{hyper}: {bad.sum()} values off, {worst}"
+    # the backward of exact GELU: Phi(z) + z phi(z)
+    with np.errstate(over="ignore"):
+        got = NB.gelu_backward(np.ones_like(x), x, x).astype(np.float64)
+    expected = 0.5 * (1 + _erf64(x64 / np.sqrt(2))) + x64 * np.exp(-0.5 * x64 * x64) / np.sqrt(2 * np.pi)
+    np.testing.assert_allclose(got, expected, rtol=3e-7, atol=4e-7, err_msg="gelu_backward")
     special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0], np.float32)
     with np.errstate(invalid="ignore", over="ignore"):
         np.testing.assert_array_equal(NB.tanh_forward(special), [np.nan, 1, -1, 0, -0.0])
         np.testing.assert_array_equal(NB.sigmoid_forward(special), [np.nan, 1, 0, 0.5, 0.5])
         np.testing.assert_array_equal(NB.elu_forward(special), [np.nan, np.inf, -1, 0, 0])
+        np.testing.assert_array_equal(NB.gelu_forward(special), [np.nan, np.inf, np.nan, 0, 0])
+        ln2 = np.float32(np.log(2))
+        np.testing.assert_array_equal(NB.softplus_forward(special), [np.nan, np.inf, 0, ln2, ln2])
+        np.testing.assert_array_equal(NB.log_sigmoid_forward(special), [np.nan, 0, -np.inf, -ln2, -ln2])
         assert np.isnan(NB.mish_forward(special[:1])[0]) and np.isnan(NB.gelu_forward(special[:1], "tanh")[0])
+
+
+def _edge_values(dtype):
+    """Zero and -0, denormals, tiny and huge magnitudes, +-inf, NaN, and each value next to the
+    switch points of the kernels' piecewise formulas with its two neighbours: tanh's series
+    (0.3), expm1's (0.35), log1p's branch (e^-|z| = sqrt 2 - 1 at |z| = 0.8814), the softplus
+    thresholds of the cases below (20, 10, 2: threshold / beta), mish's linear part (20), the
+    range of the float32 exp (87.3, 88.03; 13.2 and 6.6 inside erf and the GELU pdf), where 1 + erf
+    rounds to 0 (5.5), float64's exp range (708, 745)."""
+    fi = np.finfo(dtype)
+    points = [fi.smallest_subnormal, fi.tiny, 1e-30, 1e-8, 1e-4, 0.3, 0.35, 0.8813736, 1.0, 2.0, 5.5,
+              6.6, 10.0, 13.2, 20.0, 40.0, 87.33654, 88.02969, 100.0, 708.4, 745.2, 1e4, 1e30]
+    v = np.array(points, dtype)
+    v = np.concatenate([v, np.nextafter(v, np.inf), np.nextafter(v, 0)])
+    v = v[v <= fi.max]
+    return np.concatenate([[0.0, -0.0, np.nan, np.inf, -np.inf, fi.max, -fi.max], v, -v]).astype(dtype)
+
+
+EDGE_CASES = [("sigmoid", ()), ("tanh", ()), ("elu", ()), ("elu", (0.5,)), ("selu", ()), ("softsign", ()),
+              ("mish", ()), ("gelu", ()), ("gelu", ("tanh",)), ("silu", ()), ("silu", (1.7,)),
+              ("softplus", ()), ("softplus", (2.0, 20.0)), ("softplus", (0.5, 1.0)), ("log_sigmoid", ())]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", EDGE_CASES, ids=lambda c: f"{c[0]}{c[1]}")
+def test_activation_edge_values(case, dtype):
+    """Forward and backward on the edge values against the reference, within TOL: NaN where the
+    reference has NaN, the same infinities, the same saturation and linear regions."""
+    name, hyper = case
+    Z = _edge_values(dtype)
+    dY = np.resize(np.array([1.0, -0.5, 2.0], dtype), Z.shape)
+    param = {"param_grad": False} if name in ("softplus", "silu") else {}
+    with np.errstate(all="ignore"):
+        Y_ref = getattr(REF, f"{name}_forward")(Z, *hyper)
+        Y = getattr(NB, f"{name}_forward")(Z, *hyper)
+        dZ_ref = getattr(REF, f"{name}_backward")(dY, Z, Y_ref, *hyper, **param)
+        dZ = getattr(NB, f"{name}_backward")(dY, Z, Y_ref, *hyper, **param)
+    if param:
+        (dZ, _), (dZ_ref, _) = dZ, dZ_ref
+    assert_matches(Y, Y_ref, dtype, "forward", None, f"{name}{hyper} forward")
+    assert_matches(dZ, dZ_ref, dtype, "backward", None, f"{name}{hyper} backward")
 
 
 # ---------------------------------------------------------------------------- per-op fallbacks and checks
