@@ -295,3 +295,25 @@ def test_train_step(backend, opt, activation, dtype):
         assert set(s[i]) == set(s_ref[i])
         for k in s_ref[i]:
             assert_matches(s[i][k], s_ref[i][k], dtype, "step", None, f"param {i} state {k}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(0,), (1,), (7,), (64, 784), (64 * 784 + 3,)], ids=str)
+def test_all_finite(backend, shape, dtype):
+    """The input checks' ``all_finite`` (an override in the cpp and numba backends) against
+    the reference: the largest value and a denormal are finite; NaN, +Inf, -Inf at the first,
+    a middle and the last position are not, contiguous or not."""
+    rng = np.random.default_rng(len(shape))
+    x = rng.standard_normal(shape).astype(dtype)
+    flat = x.reshape(-1)
+    info = np.finfo(dtype)
+    if flat.size:
+        flat[0], flat[-1] = info.max, info.tiny / 4
+    assert backend.all_finite(_dev(backend, x)) is REF.all_finite(x) is True
+    for bad in (np.nan, np.inf, -np.inf):
+        for pos in {0, flat.size // 2, flat.size - 1} if flat.size else ():
+            y = x.copy()
+            y.reshape(-1)[pos] = bad
+            assert backend.all_finite(_dev(backend, y)) is REF.all_finite(y) is False
+            assert backend.all_finite(_dev(backend, y.reshape(-1)[::-1])) is False  # not contiguous
+

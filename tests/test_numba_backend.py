@@ -291,8 +291,9 @@ def test_fused_step_rejects_bad_labels_before_any_kernel(monkeypatch):
     model = fastmlp.Sequential(*_mlp("relu")()).to("numba")
     opt = fastmlp.optim.Adam(model.parameters())
     X = np.ones((3, 13))
-    with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\)"):
-        model.train_step(X, np.array([0, 4, 1]), fastmlp.CrossEntropyLoss(), opt)
+    for labels in ([0, 4, 1], [0, 1, -1]):
+        with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\)"):
+            model.train_step(X, np.array(labels), fastmlp.CrossEntropyLoss(), opt)
     with pytest.raises(ValueError, match="shape"):
         model.train_step(X, np.ones((3, 5)), fastmlp.MSELoss(), opt)
     assert opt.param_groups[0]["step"] == 0

@@ -819,6 +819,29 @@ def dense_backward(dY, X, W, Y, act, dZ, dW, db, dX):
         np.dot(dZ, W, dX)
 
 
+# ============================================================================ input checks
+# True if x (1-D, contiguous) holds no NaN or Inf: x - x is 0 for a finite x and NaN for
+# +-Inf and NaN. An integer OR over the comparisons, so the loop vectorises (a float sum would
+# not: its order is fixed) and reads x once, where NumPy's isfinite(x).all() writes a mask first.
+@kernel
+def all_finite(x):
+    bad = 0
+    for i in range(x.size):
+        d = x[i] - x[i]
+        bad |= d != d
+    return bad == 0
+
+
+# True if every label lies in [0, C): one pass for the min and the max check.
+@kernel
+def labels_in_range(labels, C):
+    bad = 0
+    for i in range(labels.size):
+        v = labels[i]
+        bad |= (v < 0) | (v >= C)
+    return bad == 0
+
+
 # ============================================================================ losses
 # Each loss kernel returns the float64 sum of the per-element (per-row) losses; it writes
 # them into L when L is not empty (reduction "none") and the gradient, scaled by r, into G

@@ -300,6 +300,14 @@ class NumbaBackend(NumpyBackend):
 
         return f"numba {numba.__version__}, numpy {np.__version__}, scipy {scipy.__version__} BLAS; serial kernels"
 
+    def all_finite(self, x) -> bool:
+        """One pass of the ``all_finite`` kernel for a C-contiguous float32/64 array (5 us where
+        the reference's ``isfinite(x).all()``, a mask then a reduction, takes 9 on a 64 x 784
+        batch); the reference for anything else."""
+        if type(x) is np.ndarray and x.dtype in _FLOATS and x.flags.c_contiguous:
+            return bool(K.all_finite(x.reshape(-1)))
+        return super().all_finite(x)
+
     # ------------------------------------------------------------------ dense
     def dense_forward(self, X, W, b=None, activation: str = "identity"):
         if activation not in FUSED_ACTIVATIONS:
@@ -627,7 +635,7 @@ class NumbaBackend(NumpyBackend):
         y = np.ascontiguousarray(target, dtype=np.int64)
         if y.shape != (N,):
             raise ValueError(f"{op}: labels of shape {y.shape}, expected ({N},)")
-        if N and (int(y.min()) < 0 or int(y.max()) >= C):
+        if N and not K.labels_in_range(y, C):
             raise ValueError(f"{op}: labels must lie in [0, {C}), got values in [{int(y.min())}, {int(y.max())}]")
         return y
 
@@ -840,7 +848,7 @@ class NumbaBackend(NumpyBackend):
                 _, target = loss._prepare(plan.output, target, self)
                 if target.ndim != 1:
                     return None
-            elif target.min() < 0 or target.max() >= C:
+            elif not K.labels_in_range(target, C):
                 as_labels(target, C, N, self)  # raises the reference's ValueError
             labels, T = _c(target), np.empty((0, 0), dtype)
             ls, count = dtype.type(loss.label_smoothing), N
