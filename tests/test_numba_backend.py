@@ -545,7 +545,10 @@ def _spy(monkeypatch, names):
 def parallel(monkeypatch):
     """Every standalone op takes its parallel driver, in chunks of CHUNK elements or ROWS rows;
     returns the drivers' call counts."""
-    monkeypatch.setattr(type(NB), "_chunk", lambda self, size, n=None: CHUNK if n is None else ROWS)
+    monkeypatch.setattr(type(NB), "parallel_min_size", 0)
+    monkeypatch.setattr(NBM, "_parallel_threads", lambda: 2)
+    monkeypatch.setattr(NBM, "_chunk", lambda size, rows, threads: CHUNK if rows is None else ROWS)
+    monkeypatch.setattr(NBM._Pace, "parallel", lambda self: True)
     return _spy(monkeypatch, DRIVERS)
 
 
@@ -664,16 +667,32 @@ def test_parallel_optimizer_step_matches_reference(parallel, case, n, dtype):
     assert parallel["parallel_optimizer_step"] == 5
 
 
-def test_chunk_follows_threshold_and_threads(monkeypatch):
-    monkeypatch.setattr(NBM, "_parallel_threads", lambda: 2)
-    least = NB.parallel_min_size
-    assert NB._chunk(least - 1) == 0
-    for size in (least, least + 1, 10_000_001):
-        chunk = NB._chunk(size)
-        assert chunk % 64 == 0 and chunk < size <= 2 * chunk, size
-    assert NB._chunk(least, 33) == 17  # rows: ceil(33 / 2)
-    monkeypatch.setattr(NBM, "_parallel_threads", lambda: 1)
-    assert NB._chunk(10_000_000) == 0
+def test_chunks_split_the_work_evenly_in_whole_cache_lines():
+    for size in (1, 64, 65, 131_073, 10_000_001):
+        chunk = NBM._chunk(size, None, 2)
+        assert chunk % 64 == 0 and chunk * 2 >= size and chunk - 64 < size / 2, size
+    assert NBM._chunk(10**6, 33, 2) == 17  # rows: ceil(33 / 2)
+    assert NBM._chunk(10**6, 1, 2) == 1
+
+
+def test_pace_runs_the_faster_path_and_notices_a_collapse_and_a_recovery():
+    """Timings fed by hand: parallel twice as fast, then (a busy core) 8x slower than serial,
+    then fast again. The pace follows each phase within a few calls, and timing the losing path
+    again costs a few calls per phase."""
+    pace = NBM._Pace()
+    phases = [(0.5, 400), (8.0, 400), (0.5, 400)]  # (parallel seconds per element, calls); serial: 1.0
+    chosen = []
+    for parallel_rate, calls in phases:
+        runs = []
+        for _ in range(calls):
+            parallel = pace.parallel()
+            pace.record(parallel, parallel_rate if parallel else 1.0)
+            runs.append(parallel)
+        chosen.append(runs)
+    fast, slow, again = (sum(r) for r in chosen)
+    assert chosen[0][:2] == [True, False]  # both paths timed first
+    assert fast > 390 and slow <= 8 and again > 140, (fast, slow, again)
+    assert sum(chosen[2][257:]) >= 143 - 8  # taken at the first re-timing; then re-timings of serial only
 
 
 def test_parallel_threads_follow_numba_and_refuse_workqueue(monkeypatch):

@@ -1102,7 +1102,7 @@ def _span(k, chunk, n):
 
 # code, s1..s3, c as _optimizer_step; p, g and the states are flat (unused states empty)
 @parallel
-def parallel_optimizer_step(code, chunk, p, g, s1, s2, s3, c):
+def parallel_optimizer_step(chunk, code, p, g, s1, s2, s3, c):
     n = p.size
     for k in prange((n + chunk - 1) // chunk):
         lo, hi = _span(k, chunk, n)
@@ -1111,7 +1111,7 @@ def parallel_optimizer_step(code, chunk, p, g, s1, s2, s3, c):
 
 # code, h0, h1, consts as _activation_forward; Z, Y flat
 @parallel
-def parallel_activation_forward(code, chunk, Z, Y, h0, h1, consts):
+def parallel_activation_forward(chunk, code, Z, Y, h0, h1, consts):
     n = Z.size
     for k in prange((n + chunk - 1) // chunk):
         lo, hi = _span(k, chunk, n)
@@ -1121,7 +1121,7 @@ def parallel_activation_forward(code, chunk, Z, Y, h0, h1, consts):
 # as _activation_backward, and for silu and softplus the parameter gradient (need_param):
 # returns its float64 sum (0 for the other codes)
 @parallel
-def parallel_activation_backward(code, chunk, dY, Z, Y, dZ, h0, h1, consts, need_param):
+def parallel_activation_backward(chunk, code, dY, Z, Y, dZ, h0, h1, consts, need_param):
     n = dY.size
     nc = (n + chunk - 1) // chunk
     partial = np.zeros(nc)
@@ -1164,7 +1164,7 @@ def parallel_prelu_backward(chunk, dY, Z, alpha, dZ, dalpha, need_param):
 
 # softmax (log False) or log_softmax (log True) of (R, C) arrays, chunks of rows
 @parallel
-def parallel_softmax_forward(log, chunk, Z, Y):
+def parallel_softmax_forward(chunk, log, Z, Y):
     R = Z.shape[0]
     for k in prange((R + chunk - 1) // chunk):
         lo, hi = _span(k, chunk, R)
@@ -1175,7 +1175,7 @@ def parallel_softmax_forward(log, chunk, Z, Y):
 
 
 @parallel
-def parallel_softmax_backward(log, chunk, dY, Z, Y, dZ):
+def parallel_softmax_backward(chunk, log, dY, Z, Y, dZ):
     R = Y.shape[0]
     for k in prange((R + chunk - 1) // chunk):
         lo, hi = _span(k, chunk, R)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 import weakref
 from typing import Any
 
@@ -121,6 +122,56 @@ def _parallel_threads() -> int:
     if _threading_layer() == "workqueue":
         return 1
     return numba.get_num_threads()
+
+
+def _chunk(size: int, rows: int | None, threads: int) -> int:
+    """Chunk length of a parallel driver: size / threads elements rounded up to whole cache
+    lines (64 elements), or rows / threads rows."""
+    if rows is None:
+        return -(-size // (64 * threads)) * 64
+    return -(-rows // threads)
+
+
+class _Pace:
+    """Whether one kind of call (op, dtype, size class) runs its parallel driver.
+
+    A parallel region waits for every thread it wakes. When the other core is busy (another
+    process, or BLAS worker threads spinning after a GEMM), the woken thread waits for a
+    scheduler time slice, milliseconds: a 1.86M Adam step then took 6-12 ms in parallel against
+    1.3 ms serial (docs/numba.md). So each path's time per element is kept, the faster path
+    runs, and the slower one is timed again after 2, 4, 8 ... 256 calls: a collapse costs a few
+    calls, and a recovery is found within 256.
+    """
+
+    __slots__ = ("rate", "left", "wait")
+
+    def __init__(self) -> None:
+        self.rate = [0.0, 0.0]  # seconds per element of the serial and the parallel path; 0: not timed
+        self.left = 0  # calls of the faster path before the slower one is timed again
+        self.wait = 2
+
+    def parallel(self) -> bool:
+        """The path of the next call (True: the parallel driver)."""
+        serial, parallel = self.rate
+        if not (serial and parallel):
+            return not parallel  # time the parallel path first, then the serial one
+        faster = parallel < serial
+        if self.left:
+            self.left -= 1
+            return faster
+        self.left, self.wait = self.wait, min(2 * self.wait, 256)
+        return not faster
+
+    def record(self, parallel: bool, rate: float) -> None:
+        """Account a call of that path that took ``rate`` seconds per element."""
+        serial, par = self.rate
+        before = par < serial
+        old = self.rate[parallel]
+        # the faster path's time is smoothed (one slow call does not flip the choice alone); a
+        # re-timing of the slower path replaces its time, so a recovery is taken at once
+        self.rate[parallel] = (old + rate) / 2 if old and before == parallel else rate
+        if (self.rate[1] < self.rate[0]) != before:  # the ranking flipped: confirm it soon
+            self.left, self.wait = 2, 4
 
 
 # ---------------------------------------------------------------------------- optimizer coefficients
@@ -317,6 +368,7 @@ class NumbaBackend(NumpyBackend):
 
     def __init__(self) -> None:
         self._plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._paces: dict = {}  # (op key, dtype, size class) -> _Pace
 
     def describe(self) -> str:
         import scipy
@@ -366,31 +418,33 @@ class NumbaBackend(NumpyBackend):
         return (dX if need_dX else None), dW_out, db
 
     # ------------------------------------------------------------------ activations
-    def _chunk(self, size: int, n: int | None = None) -> int:
-        """Chunk length for a parallel driver over ``n`` elements or rows (default ``size``) of an
-        op on ``size`` elements; 0 runs the serial kernel: below :attr:`parallel_min_size`, with
-        one numba thread, or on numba's ``workqueue`` threading layer."""
+    def _run(self, key, kernel, args, driver, dargs, size: int, rows: int | None = None):
+        """``kernel(*args)``, or ``driver(chunk, *dargs)`` over numba's threads (chunks of
+        elements, or of ``rows`` rows): from :attr:`parallel_min_size` elements, with two
+        threads or more, when the :class:`_Pace` of ``key`` finds the driver the faster."""
         if size < self.parallel_min_size:
-            return 0
+            return kernel(*args)
         threads = _parallel_threads()
         if threads < 2:
-            return 0
-        if n is None:  # whole cache lines per chunk (64 elements)
-            return -(-size // (64 * threads)) * 64
-        return -(-n // threads)
+            return kernel(*args)
+        key = (key, args[0].dtype.char, size.bit_length())
+        pace = self._paces.get(key)
+        if pace is None:
+            pace = self._paces[key] = _Pace()
+        parallel = pace.parallel()
+        start = time.perf_counter()
+        out = driver(_chunk(size, rows, threads), *dargs) if parallel else kernel(*args)
+        pace.record(parallel, (time.perf_counter() - start) / size)
+        return out
 
     def _forward(self, kernel, Z, *args, code: int, h0: float = 0.0, h1: float = 0.0, consts=None):
-        """``kernel(Z, *args)`` into a new array, or above the threshold the parallel driver with
-        the op's ``code`` and its hyper-parameters ``h0, h1, consts`` (``_activation_forward``)."""
+        """``kernel(Z, *args)`` into a new array, or its parallel driver with the op's ``code``
+        and hyper-parameters ``h0, h1, consts`` (as ``_activation_forward`` takes them)."""
         Z = _c(Z)
         Y = np.empty_like(Z)
-        chunk = self._chunk(Z.size)
-        if chunk:
-            t = Z.dtype.type
-            K.parallel_activation_forward(code, chunk, Z.reshape(-1), Y.reshape(-1), t(h0), t(h1),
-                                          _empty(Z.dtype) if consts is None else consts)
-        else:
-            kernel(Z.reshape(-1), Y.reshape(-1), *args)
+        z, y, t = Z.reshape(-1), Y.reshape(-1), Z.dtype.type
+        self._run((kernel, code), kernel, (z, y, *args), K.parallel_activation_forward,
+                  (code, z, y, t(h0), t(h1), _empty(Z.dtype) if consts is None else consts), Z.size)
         return Y
 
     def _backward(self, kernel, dY, Z, Y, *args, code: int, h0: float = 0.0, h1: float = 0.0, consts=None,
@@ -399,13 +453,10 @@ class NumbaBackend(NumpyBackend):
         (its result: the float64 parameter gradient of silu and softplus)."""
         _same_shape(kernel.__name__, dY, Z, Y)
         dZ = np.empty(dY.shape, dY.dtype)
-        flat = (_flat(dY), _flat(Z), _flat(Y), dZ.reshape(-1))
-        chunk = self._chunk(dY.size)
-        if chunk:
-            t = dY.dtype.type
-            return dZ, K.parallel_activation_backward(code, chunk, *flat, t(h0), t(h1),
-                                                      _empty(dY.dtype) if consts is None else consts, need_param)
-        return dZ, kernel(*flat, *args)
+        flat, t = (_flat(dY), _flat(Z), _flat(Y), dZ.reshape(-1)), dY.dtype.type
+        dargs = (code, *flat, t(h0), t(h1), _empty(dY.dtype) if consts is None else consts, need_param)
+        return dZ, self._run((kernel, code, need_param), kernel, (*flat, *args), K.parallel_activation_backward,
+                             dargs, dY.size)
 
     def sigmoid_forward(self, Z):
         if not _native(Z):
@@ -467,12 +518,9 @@ class NumbaBackend(NumpyBackend):
         Z = _c(Z)
         Y = np.empty_like(Z)
         C = Z.shape[-1]
-        Z2, Y2 = Z.reshape(-1, C), Y.reshape(-1, C)
-        chunk = self._chunk(Z.size, Z2.shape[0])
-        if chunk:
-            K.parallel_prelu_forward(chunk, Z2, _flat(alpha), Y2)
-        else:
-            K.prelu_forward(Z2, _flat(alpha), Y2)
+        args = (Z.reshape(-1, C), _flat(alpha), Y.reshape(-1, C))
+        self._run(K.prelu_forward, K.prelu_forward, args, K.parallel_prelu_forward, args, Z.size,
+                  args[0].shape[0])
         return Y
 
     def prelu_backward(self, dY, Z, Y, alpha, param_grad: bool = True):
@@ -484,11 +532,8 @@ class NumbaBackend(NumpyBackend):
         dalpha = np.zeros(alpha.size, np.float64)
         args = (_c(dY).reshape(-1, C), _c(Z).reshape(-1, C), _flat(alpha), dZ.reshape(-1, C), dalpha,
                 bool(param_grad))
-        chunk = self._chunk(dZ.size, args[0].shape[0])
-        if chunk:
-            K.parallel_prelu_backward(chunk, *args)
-        else:
-            K.prelu_backward(*args)
+        self._run((K.prelu_backward, bool(param_grad)), K.prelu_backward, args, K.parallel_prelu_backward, args,
+                  dZ.size, args[0].shape[0])
         if not param_grad:
             return dZ, None
         return dZ, dalpha.astype(dY.dtype).reshape(alpha.shape)
@@ -608,11 +653,8 @@ class NumbaBackend(NumpyBackend):
         C = arrays[0].shape[-1]
         rows = [_c(a).reshape(-1, C) for a in arrays]
         out = np.empty(arrays[0].shape, arrays[0].dtype)
-        chunk = self._chunk(out.size, rows[0].shape[0])
-        if chunk:
-            driver(log, chunk, *rows, out.reshape(-1, C))
-        else:
-            kernel(*rows, out.reshape(-1, C))
+        rows.append(out.reshape(-1, C))
+        self._run(kernel, kernel, rows, driver, (log, *rows), out.size, rows[0].shape[0])
         return out
 
     def softmax_forward(self, Z):
@@ -768,12 +810,9 @@ class NumbaBackend(NumpyBackend):
     def _step(self, code: int, kernel, p, g, states, c) -> None:
         """``kernel(p, g, *states, c)``, or above the threshold ``parallel_optimizer_step`` with
         the optimizer's ``code`` (states padded with empty arrays to three)."""
-        chunk = self._chunk(p.size)
-        if chunk:
-            pad = (_empty(p.dtype),) * (3 - len(states))
-            K.parallel_optimizer_step(code, chunk, p, g, *states, *pad, c)
-        else:
-            kernel(p, g, *states, c)
+        pad = (_empty(p.dtype),) * (3 - len(states))
+        self._run(kernel, kernel, (p, g, *states, c), K.parallel_optimizer_step, (code, p, g, *states, *pad, c),
+                  p.size)
 
     def sgd_step(self, p, g, momentum_buffer, lr: float, step: int, momentum: float = 0.0,
                  dampening: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0):
