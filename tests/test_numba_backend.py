@@ -553,9 +553,9 @@ def parallel(monkeypatch):
 
 
 PAR_ACTIVATIONS = [("relu", ()), ("leaky_relu", (0.2,)), ("elu", (0.5,)), ("selu", ()), ("sigmoid", ()),
-                   ("tanh", ()), ("gelu", ()), ("gelu", ("tanh",)), ("silu", (1.7,)), ("softplus", (2.0, 1.0)),
-                   ("mish", ()), ("softsign", ()), ("log_sigmoid", ()), ("sinc", (True,)), ("step", ()),
-                   ("softmax", ()), ("log_softmax", ())]
+                   ("tanh", ()), ("gelu", ()), ("gelu", ("tanh",)), ("silu", (1.7,)),
+                   ("softplus", (2.0, 1.0)), ("mish", ()), ("softsign", ()), ("log_sigmoid", ()),
+                   ("sinc", (True,)), ("step", ()), ("softmax", ()), ("log_softmax", ())]
 # one element; one whole chunk; 8 chunks + 5; (10, 13): 4 chunks of rows, the last one row
 PAR_SHAPES = [(1,), (CHUNK,), (8 * CHUNK + 5,), (10, 13)]
 
@@ -587,7 +587,8 @@ def test_parallel_activation_matches_reference(parallel, act, shape, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_parallel_activation_non_contiguous_input(parallel, dtype):
     rng = np.random.default_rng(2)
-    big, dbig = (rng.standard_normal((12, 2 * CHUNK + 3)) * 2).astype(dtype), rng.standard_normal((12, 17)).astype(dtype)
+    big = (rng.standard_normal((12, 2 * CHUNK + 3)) * 2).astype(dtype)
+    dbig = rng.standard_normal((12, 17)).astype(dtype)
     kept = big.copy()
     Z, dY = big[::2, ::2], dbig[1::2, ::2]
     assert not Z.flags.c_contiguous and not dY.flags.c_contiguous
@@ -631,7 +632,8 @@ PAR_OPTIMIZERS = [
     ("momentum_step", [True], {}), ("adagrad_step", [True], dict(lr_decay=0.01)),
     ("rmsprop_step", [True, False, False], {}),
     ("rmsprop_step", [True, True, True], dict(centered=True, momentum=0.9)),
-    ("adam_step", [True, True, False], {}), ("adam_step", [True, True, True], dict(amsgrad=True, weight_decay=0.1)),
+    ("adam_step", [True, True, False], {}),
+    ("adam_step", [True, True, True], dict(amsgrad=True, weight_decay=0.1)),
     ("adamax_step", [True, True], {}), ("nadam_step", [True, True], {}), ("adadelta_step", [True, True], {}),
 ]
 
@@ -766,7 +768,8 @@ def test_parallel_drivers_use_the_disk_cache_and_leave_the_threading_layer_to_nu
         be.relu_forward(np.ones(300, np.float32))
         be.adam_step(np.ones(300, np.float32), np.ones(300, np.float32), np.zeros(300, np.float32),
                      np.zeros(300, np.float32), None, lr=0.1, step=1)
-        hits = [sum(f.stats.cache_hits.values()) for f in (K.parallel_activation_forward, K.parallel_optimizer_step)]
+        drivers = (K.parallel_activation_forward, K.parallel_optimizer_step)
+        hits = [sum(f.stats.cache_hits.values()) for f in drivers]
         print(min(hits), numba.config.THREADING_LAYER)
     """
     _python(code, {"NUMBA_NUM_THREADS": "2"})  # fill the cache if this is its first use

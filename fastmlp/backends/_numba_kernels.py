@@ -19,8 +19,9 @@ How to rebuild
 Conventions
     - Compilation flags live in ``FLAGS`` below, nowhere else. ``error_model="numpy"``: a
       division by zero gives inf/nan as in NumPy instead of a Python exception check that
-      stops vectorisation (the Adam loop ran 2.1x slower without it). Kernels are serial
-      (no ``parallel=True``): see docs/numba.md for the thread-policy measurements.
+      stops vectorisation (the Adam loop ran 2.1x slower without it). Kernels are serial;
+      the ``parallel_*`` drivers near the end split a standalone elementwise op over numba's
+      threads, each chunk one call of the serial kernel (docs/numba.md, "Thread policy").
     - No global configuration is read here (numba freezes globals at compile time); every
       run-time choice is an argument.
     - Scalars arrive already cast to the arrays' dtype, and literals below are float32

@@ -355,8 +355,12 @@ def _build_plan(N: int, arena, layer_list) -> _Plan | None:
 class NumbaBackend(NumpyBackend):
     """CPU backend running ``@njit`` kernels (fused loops, BLAS for the GEMMs).
 
-    Serial kernels; the GEMMs run on SciPy's OpenBLAS with its own thread pool
-    (``OPENBLAS_NUM_THREADS``). See ``docs/numba.md`` for the thread policy and measurements.
+    Serial kernels, and for the standalone elementwise ops (activations, optimizer steps) on
+    large arrays parallel drivers over numba's threads (``NUMBA_NUM_THREADS``,
+    ``numba.set_num_threads``), chosen per call: see :attr:`parallel_min_size` and
+    :class:`_Pace`. ``train_step`` and the dense ops stay serial; the GEMMs run on SciPy's
+    OpenBLAS with its own thread pool (``OPENBLAS_NUM_THREADS``). See ``docs/numba.md`` for the
+    thread policy and measurements.
     """
 
     name = "numba"
@@ -373,7 +377,9 @@ class NumbaBackend(NumpyBackend):
     def describe(self) -> str:
         import scipy
 
-        return f"numba {numba.__version__}, numpy {np.__version__}, scipy {scipy.__version__} BLAS; serial kernels"
+        threads = _parallel_threads()
+        return (f"numba {numba.__version__} ({_threading_layer()} layer, {threads} thread(s) for the elementwise "
+                f"ops), numpy {np.__version__}, scipy {scipy.__version__} BLAS")
 
     # ------------------------------------------------------------------ dense
     def dense_forward(self, X, W, b=None, activation: str = "identity"):
@@ -455,8 +461,8 @@ class NumbaBackend(NumpyBackend):
         dZ = np.empty(dY.shape, dY.dtype)
         flat, t = (_flat(dY), _flat(Z), _flat(Y), dZ.reshape(-1)), dY.dtype.type
         dargs = (code, *flat, t(h0), t(h1), _empty(dY.dtype) if consts is None else consts, need_param)
-        return dZ, self._run((kernel, code, need_param), kernel, (*flat, *args), K.parallel_activation_backward,
-                             dargs, dY.size)
+        return dZ, self._run((kernel, code, need_param), kernel, (*flat, *args),
+                             K.parallel_activation_backward, dargs, dY.size)
 
     def sigmoid_forward(self, Z):
         if not _native(Z):
@@ -532,8 +538,8 @@ class NumbaBackend(NumpyBackend):
         dalpha = np.zeros(alpha.size, np.float64)
         args = (_c(dY).reshape(-1, C), _c(Z).reshape(-1, C), _flat(alpha), dZ.reshape(-1, C), dalpha,
                 bool(param_grad))
-        self._run((K.prelu_backward, bool(param_grad)), K.prelu_backward, args, K.parallel_prelu_backward, args,
-                  dZ.size, args[0].shape[0])
+        self._run((K.prelu_backward, bool(param_grad)), K.prelu_backward, args, K.parallel_prelu_backward,
+                  args, dZ.size, args[0].shape[0])
         if not param_grad:
             return dZ, None
         return dZ, dalpha.astype(dY.dtype).reshape(alpha.shape)
@@ -582,8 +588,8 @@ class NumbaBackend(NumpyBackend):
     def silu_backward(self, dY, Z, Y, beta: float = 1.0, param_grad: bool = True):
         if not _native(dY, Z, Y):
             return super().silu_backward(dY, Z, Y, beta, param_grad)
-        dZ, acc = self._backward(K.silu_backward, dY, Z, Y, dY.dtype.type(beta), bool(param_grad), code=K.ACT_SILU,
-                                 h0=beta, need_param=bool(param_grad))
+        dZ, acc = self._backward(K.silu_backward, dY, Z, Y, dY.dtype.type(beta), bool(param_grad),
+                                 code=K.ACT_SILU, h0=beta, need_param=bool(param_grad))
         return dZ, (np.array([acc], dY.dtype) if param_grad else None)
 
     def mish_forward(self, Z):
@@ -811,8 +817,8 @@ class NumbaBackend(NumpyBackend):
         """``kernel(p, g, *states, c)``, or above the threshold ``parallel_optimizer_step`` with
         the optimizer's ``code`` (states padded with empty arrays to three)."""
         pad = (_empty(p.dtype),) * (3 - len(states))
-        self._run(kernel, kernel, (p, g, *states, c), K.parallel_optimizer_step, (code, p, g, *states, *pad, c),
-                  p.size)
+        self._run(kernel, kernel, (p, g, *states, c), K.parallel_optimizer_step,
+                  (code, p, g, *states, *pad, c), p.size)
 
     def sgd_step(self, p, g, momentum_buffer, lr: float, step: int, momentum: float = 0.0,
                  dampening: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0):
