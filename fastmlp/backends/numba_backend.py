@@ -377,9 +377,8 @@ class NumbaBackend(NumpyBackend):
     def describe(self) -> str:
         import scipy
 
-        threads = _parallel_threads()
-        return (f"numba {numba.__version__} ({_threading_layer()} layer, {threads} thread(s) for the elementwise "
-                f"ops), numpy {np.__version__}, scipy {scipy.__version__} BLAS")
+        threads = f"{_threading_layer()} layer, {_parallel_threads()} thread(s) for the elementwise ops"
+        return f"numba {numba.__version__} ({threads}), numpy {np.__version__}, scipy {scipy.__version__} BLAS"
 
     # ------------------------------------------------------------------ dense
     def dense_forward(self, X, W, b=None, activation: str = "identity"):
@@ -449,8 +448,11 @@ class NumbaBackend(NumpyBackend):
         Z = _c(Z)
         Y = np.empty_like(Z)
         z, y, t = Z.reshape(-1), Y.reshape(-1), Z.dtype.type
-        self._run((kernel, code), kernel, (z, y, *args), K.parallel_activation_forward,
-                  (code, z, y, t(h0), t(h1), _empty(Z.dtype) if consts is None else consts), Z.size)
+        if Z.size < self.parallel_min_size:  # the common case, without building the driver's arguments
+            kernel(z, y, *args)
+        else:
+            self._run((kernel, code), kernel, (z, y, *args), K.parallel_activation_forward,
+                      (code, z, y, t(h0), t(h1), _empty(Z.dtype) if consts is None else consts), Z.size)
         return Y
 
     def _backward(self, kernel, dY, Z, Y, *args, code: int, h0: float = 0.0, h1: float = 0.0, consts=None,
@@ -460,6 +462,8 @@ class NumbaBackend(NumpyBackend):
         _same_shape(kernel.__name__, dY, Z, Y)
         dZ = np.empty(dY.shape, dY.dtype)
         flat, t = (_flat(dY), _flat(Z), _flat(Y), dZ.reshape(-1)), dY.dtype.type
+        if dY.size < self.parallel_min_size:
+            return dZ, kernel(*flat, *args)
         dargs = (code, *flat, t(h0), t(h1), _empty(dY.dtype) if consts is None else consts, need_param)
         return dZ, self._run((kernel, code, need_param), kernel, (*flat, *args),
                              K.parallel_activation_backward, dargs, dY.size)
@@ -816,6 +820,9 @@ class NumbaBackend(NumpyBackend):
     def _step(self, code: int, kernel, p, g, states, c) -> None:
         """``kernel(p, g, *states, c)``, or above the threshold ``parallel_optimizer_step`` with
         the optimizer's ``code`` (states padded with empty arrays to three)."""
+        if p.size < self.parallel_min_size:
+            kernel(p, g, *states, c)
+            return
         pad = (_empty(p.dtype),) * (3 - len(states))
         self._run(kernel, kernel, (p, g, *states, c), K.parallel_optimizer_step,
                   (code, p, g, *states, *pad, c), p.size)
