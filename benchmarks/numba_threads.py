@@ -109,7 +109,8 @@ def collapse(dtype: str) -> None:
                     op()
                     times.append(time.perf_counter() - start)
             cells = " | ".join(f"{m} {np.median(v) * 1e3:6.2f} ({min(v) * 1e3:6.2f})" for m, v in t.items())
-            print(f"{label:13} {'after a GEMM' if gemm else 'no GEMM':12} ms median (best): {cells}", flush=True)
+            where = "after a GEMM" if gemm else "no GEMM"
+            print(f"{label:13} {where:12} ms median (best): {cells}", flush=True)
     use("paced")
     print(f"load average {os.getloadavg()[0]:.2f}")
 

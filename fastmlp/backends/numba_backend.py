@@ -378,7 +378,8 @@ class NumbaBackend(NumpyBackend):
         import scipy
 
         threads = f"{_threading_layer()} layer, {_parallel_threads()} thread(s) for the elementwise ops"
-        return f"numba {numba.__version__} ({threads}), numpy {np.__version__}, scipy {scipy.__version__} BLAS"
+        versions = f"numpy {np.__version__}, scipy {scipy.__version__} BLAS"
+        return f"numba {numba.__version__} ({threads}), {versions}"
 
     # ------------------------------------------------------------------ dense
     def dense_forward(self, X, W, b=None, activation: str = "identity"):
