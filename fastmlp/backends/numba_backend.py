@@ -365,10 +365,11 @@ class NumbaBackend(NumpyBackend):
 
     name = "numba"
     is_reference = False
-    #: elements from which the standalone elementwise ops (activations, optimizer steps) run
-    #: their parallel driver over numba's threads; below it the serial kernel wins
-    #: (measured, docs/numba.md "Thread policy"). ``train_step`` and the dense ops stay serial.
-    parallel_min_size: int = 1 << 17
+    #: elements from which the standalone elementwise ops (activations, optimizer steps) may
+    #: run their parallel driver over numba's threads (the pace decides, per call); below it
+    #: the serial kernel wins every op measured (docs/numba.md "Thread policy").
+    #: ``train_step`` and the dense ops stay serial.
+    parallel_min_size: int = 1 << 15
 
     def __init__(self) -> None:
         self._plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
