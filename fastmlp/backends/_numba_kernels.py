@@ -1092,9 +1092,9 @@ def _optimizer_step(code, p, g, s1, s2, s3, c):
 # The standalone elementwise ops on large arrays, split over numba's threads: prange over
 # chunks of ``chunk`` elements (of ``chunk`` rows for the row-wise kernels), each chunk one
 # call of the serial kernel above on contiguous slices, so every formula has one home. The
-# caller chooses the chunk (about size / threads) and calls a driver only above a measured
-# size (numba_backend._chunk); train_step stays serial. A reduction sums each chunk into its
-# own float64 partial, then the partials in chunk order.
+# caller chooses the chunk (about size / threads) and whether to call a driver at all
+# (numba_backend: NumbaBackend._run); train_step stays serial. A reduction sums each chunk
+# into its own float64 partial, then the partials in chunk order.
 @helper
 def _span(k, chunk, n):
     lo = k * chunk
