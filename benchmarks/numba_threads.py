@@ -29,16 +29,18 @@ from fastmlp.backends import get_backend
 NB = get_backend("numba")
 NBM = importlib.import_module("fastmlp.backends.numba_backend")
 K = importlib.import_module("fastmlp.backends._numba_kernels")
-SHIPPED = (NB.parallel_min_size, NBM._Pace.parallel, NBM._parallel_threads)
+SHIPPED = (NB.parallel_min_size, NBM._Pace.parallel, NBM._Pace.record, NBM._parallel_threads)
 
 
 def use(mode: str) -> None:
     """Make the backend run its serial kernels, its drivers (``parallel``, also on the
-    workqueue layer), or what it ships (``paced``)."""
-    threshold, pace, threads = SHIPPED
+    workqueue layer, timings kept out of the paces), or what it ships (``paced``)."""
+    threshold, choose, record, threads = SHIPPED
+    forced = mode == "parallel"
     type(NB).parallel_min_size = {"serial": 1 << 62, "parallel": 1}.get(mode, threshold)
-    NBM._Pace.parallel = (lambda self: True) if mode == "parallel" else pace
-    NBM._parallel_threads = (lambda: 2) if mode == "parallel" else threads
+    NBM._Pace.parallel = (lambda self: True) if forced else choose
+    NBM._Pace.record = (lambda self, parallel, rate: None) if forced else record
+    NBM._parallel_threads = (lambda: 2) if forced else threads
 
 
 def best(op, modes=("serial", "parallel"), reps: int = 15) -> dict:
