@@ -583,6 +583,220 @@ def test_activations_on_3d_and_0d_inputs(dtype):
     assert_matches(NB.sigmoid_forward(z0), REF.sigmoid_forward(z0), dtype)
 
 
+# ---------------------------------------------------------------------------- parallel drivers
+NBM = importlib.import_module("fastmlp.backends.numba_backend") if NB is not None else None
+CHUNK, ROWS = 7, 3  # forced chunks: several on small arrays, the last one partial
+DRIVERS = ("parallel_activation_forward", "parallel_activation_backward", "parallel_optimizer_step",
+           "parallel_prelu_forward", "parallel_prelu_backward", "parallel_softmax_forward",
+           "parallel_softmax_backward")
+
+
+def _spy(monkeypatch, names):
+    """Count the calls of the kernels ``names`` (still running them)."""
+    calls = {name: 0 for name in names}
+    for name in names:
+        original = getattr(K, name)
+
+        def spy(*args, _original=original, _name=name):
+            calls[_name] += 1
+            return _original(*args)
+
+        monkeypatch.setattr(K, name, spy)
+    return calls
+
+
+@pytest.fixture
+def parallel(monkeypatch):
+    """Every standalone op takes its parallel driver, in chunks of CHUNK elements or ROWS rows;
+    returns the drivers' call counts."""
+    monkeypatch.setattr(type(NB), "parallel_min_size", 0)
+    monkeypatch.setattr(NBM, "_parallel_threads", lambda: 2)
+    monkeypatch.setattr(NBM, "_chunk", lambda size, rows, threads: CHUNK if rows is None else ROWS)
+    monkeypatch.setattr(NBM._Pace, "parallel", lambda self: True)
+    return _spy(monkeypatch, DRIVERS)
+
+
+PAR_ACTIVATIONS = [("relu", ()), ("leaky_relu", (0.2,)), ("elu", (0.5,)), ("selu", ()), ("sigmoid", ()),
+                   ("tanh", ()), ("gelu", ()), ("gelu", ("tanh",)), ("silu", (1.7,)),
+                   ("softplus", (2.0, 1.0)), ("mish", ()), ("softsign", ()), ("log_sigmoid", ()),
+                   ("sinc", (True,)), ("step", ()), ("softmax", ()), ("log_softmax", ())]
+# one element; one whole chunk; 8 chunks + 5; (10, 13): 4 chunks of rows, the last one row
+PAR_SHAPES = [(1,), (CHUNK,), (8 * CHUNK + 5,), (10, 13)]
+
+
+def _check_activation(name, hyper, Z, dY, dtype):
+    Y_ref = getattr(REF, f"{name}_forward")(np.ascontiguousarray(Z), *hyper)
+    assert_matches(getattr(NB, f"{name}_forward")(Z, *hyper), Y_ref, dtype, "forward", None, name)
+    ref = getattr(REF, f"{name}_backward")(np.ascontiguousarray(dY), np.ascontiguousarray(Z), Y_ref, *hyper)
+    got = getattr(NB, f"{name}_backward")(dY, Z, Y_ref, *hyper)
+    if isinstance(ref, tuple):  # (dZ, d beta): the reduction over the chunks
+        assert_matches(got[0], ref[0], dtype, "backward", None, f"{name} dZ")
+        assert_matches(got[1], ref[1], dtype, "backward", None, f"{name} dbeta")
+    else:
+        assert_matches(got, ref, dtype, "backward", None, name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", PAR_SHAPES, ids=str)
+@pytest.mark.parametrize("act", PAR_ACTIVATIONS, ids=lambda a: f"{a[0]}{a[1]}")
+def test_parallel_activation_matches_reference(parallel, act, shape, dtype):
+    name, hyper = act
+    rng = np.random.default_rng(sum(shape))
+    Z = (rng.standard_normal(shape) * 2).astype(dtype)
+    _check_activation(name, hyper, Z, rng.standard_normal(shape).astype(dtype), dtype)
+    kind = "softmax" if name.endswith("softmax") else "activation"
+    assert parallel[f"parallel_{kind}_forward"] == 1 and parallel[f"parallel_{kind}_backward"] == 1
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_parallel_activation_non_contiguous_input(parallel, dtype):
+    rng = np.random.default_rng(2)
+    big = (rng.standard_normal((12, 2 * CHUNK + 3)) * 2).astype(dtype)
+    dbig = rng.standard_normal((12, 17)).astype(dtype)
+    kept = big.copy()
+    Z, dY = big[::2, ::2], dbig[1::2, ::2]
+    assert not Z.flags.c_contiguous and not dY.flags.c_contiguous
+    for name, hyper in PAR_ACTIVATIONS:
+        _check_activation(name, hyper, Z, dY, dtype)
+    np.testing.assert_array_equal(big, kept)
+    assert parallel["parallel_activation_forward"] == len(PAR_ACTIVATIONS) - 2
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shared", [True, False], ids=["shared_alpha", "per_feature"])
+@pytest.mark.parametrize("shape", [(1, 1), (10, 13), (101, 5)], ids=str)
+def test_parallel_prelu_matches_reference(parallel, shape, shared, dtype):
+    """dalpha sums each chunk of rows into its own float64 partial, then the partials."""
+    rng = np.random.default_rng(shape[0])
+    Z, dY = (rng.standard_normal(shape) * 2).astype(dtype), rng.standard_normal(shape).astype(dtype)
+    alpha = rng.uniform(0.05, 0.5, 1 if shared else shape[1]).astype(dtype)
+    Y_ref = REF.prelu_forward(Z, alpha)
+    assert_matches(NB.prelu_forward(Z, alpha), Y_ref, dtype)
+    for param_grad in (True, False):
+        (dZ, da), (dZ_ref, da_ref) = (b.prelu_backward(dY, Z, Y_ref, alpha, param_grad) for b in (NB, REF))
+        assert_matches(dZ, dZ_ref, dtype, "backward", None, "dZ")
+        assert_matches(da, da_ref, dtype, "backward", None, "dalpha")
+    assert parallel["parallel_prelu_forward"] == 1 and parallel["parallel_prelu_backward"] == 2
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["silu", "softplus"])
+def test_parallel_parameter_gradient_over_many_chunks(parallel, name, dtype):
+    """d beta summed over 143 chunks equals the reference's float64 sum."""
+    rng = np.random.default_rng(4)
+    Z, dY = (rng.standard_normal(1000) * 3).astype(dtype), rng.standard_normal(1000).astype(dtype)
+    hyper = (1.3,) if name == "silu" else (1.3, 2.0)
+    _check_activation(name, hyper, Z, dY, dtype)
+    assert parallel["parallel_activation_backward"] == 1
+
+
+# op -> (which state slots hold an array, hyper-parameters); None slots exercise the padding
+PAR_OPTIMIZERS = [
+    ("sgd_step", [False], {}), ("sgd_step", [True], dict(momentum=0.9, nesterov=True, weight_decay=0.01)),
+    ("momentum_step", [True], {}), ("adagrad_step", [True], dict(lr_decay=0.01)),
+    ("rmsprop_step", [True, False, False], {}),
+    ("rmsprop_step", [True, True, True], dict(centered=True, momentum=0.9)),
+    ("adam_step", [True, True, False], {}),
+    ("adam_step", [True, True, True], dict(amsgrad=True, weight_decay=0.1)),
+    ("adamax_step", [True, True], {}), ("nadam_step", [True, True], {}), ("adadelta_step", [True, True], {}),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, CHUNK, 8 * CHUNK + 5])
+@pytest.mark.parametrize("case", PAR_OPTIMIZERS, ids=lambda c: f"{c[0]}{c[2]}")
+def test_parallel_optimizer_step_matches_reference(parallel, case, n, dtype):
+    """5 steps in place: parameters and every state buffer against the reference, the same
+    arrays updated, the gradient untouched."""
+    op, used, hyper = case
+    rng = np.random.default_rng(n)
+    p = rng.standard_normal(n).astype(dtype)
+    p_ref = p.copy()
+    states = [np.zeros(n, dtype) if u else None for u in used]
+    states_ref = [None if s is None else s.copy() for s in states]
+    kept = [p] + states
+    mu_product = 1.0
+    for step in range(1, 6):
+        g = rng.standard_normal(n).astype(dtype)
+        g0 = g.copy()
+        extra = {}
+        if op == "nadam_step":
+            mu_product *= REF.nadam_mu(step, 0.9, 4e-3)
+            extra["mu_product"] = mu_product
+        getattr(NB, op)(p, g, *states, lr=0.01, step=step, **extra, **hyper)
+        getattr(REF, op)(p_ref, g.copy(), *states_ref, lr=0.01, step=step, **extra, **hyper)
+        np.testing.assert_array_equal(g, g0)
+    assert all(a is b for a, b in zip([p] + states, kept))
+    assert_matches(p, p_ref, dtype, "step", None, f"{op} params")
+    for s, s_ref in zip(states, states_ref):
+        assert_matches(s, s_ref, dtype, "step", None, f"{op} state")
+    assert parallel["parallel_optimizer_step"] == 5
+
+
+def test_chunks_split_the_work_evenly_in_whole_cache_lines():
+    for size in (1, 64, 65, 131_073, 10_000_001):
+        chunk = NBM._chunk(size, None, 2)
+        assert chunk % 64 == 0 and chunk * 2 >= size and chunk - 64 < size / 2, size
+    assert NBM._chunk(10**6, 33, 2) == 17  # rows: ceil(33 / 2)
+    assert NBM._chunk(10**6, 1, 2) == 1
+
+
+def test_pace_runs_the_faster_path_and_notices_a_collapse_and_a_recovery():
+    """Timings fed by hand: parallel twice as fast, then (a busy core) 8x slower than serial,
+    then fast again. The pace follows each phase within a few calls, and timing the losing path
+    again costs a few calls per phase."""
+    pace = NBM._Pace()
+    phases = [(0.5, 400), (8.0, 400), (0.5, 400)]  # (parallel seconds per element, calls); serial: 1.0
+    chosen = []
+    for parallel_rate, calls in phases:
+        runs = []
+        for _ in range(calls):
+            parallel = pace.parallel()
+            pace.record(parallel, parallel_rate if parallel else 1.0)
+            runs.append(parallel)
+        chosen.append(runs)
+    fast, slow, again = (sum(r) for r in chosen)
+    assert chosen[0][:2] == [True, False]  # both paths timed first
+    assert fast > 390 and slow <= 8 and again > 140, (fast, slow, again)
+    assert sum(chosen[2][257:]) >= 143 - 8  # taken at the first re-timing; then re-timings of serial only
+
+
+def test_parallel_threads_follow_numba_and_refuse_workqueue(monkeypatch):
+    import numba
+
+    before = numba.get_num_threads()
+    if NBM._threading_layer() != "workqueue":
+        assert NBM._parallel_threads() == before
+    try:
+        numba.set_num_threads(1)
+        assert NBM._parallel_threads() == 1
+    finally:
+        numba.set_num_threads(before)
+    monkeypatch.setattr(NBM, "_threading_layer", lambda: "workqueue")
+    assert NBM._parallel_threads() == 1
+
+
+@pytest.mark.parametrize("threads", [2, 1])
+def test_serial_below_the_threshold_or_with_one_thread(monkeypatch, threads):
+    monkeypatch.setattr(NBM, "_parallel_threads", lambda: threads)
+    monkeypatch.setattr(type(NB), "parallel_min_size", 50)
+    calls = _spy(monkeypatch, ["relu_forward", "parallel_activation_forward", "adam_step",
+                               "parallel_optimizer_step"])
+    parallel = int(threads > 1)
+    # (serial kernel calls, driver calls); without the JIT the driver's own call of the kernel counts too
+    for n, expected in ((49, (1, 0)), (50, (0 if parallel and JIT else 1, parallel))):
+        Z = np.linspace(-1, 1, n)
+        np.testing.assert_array_equal(NB.relu_forward(Z), REF.relu_forward(Z))
+        p, p_ref, g = Z.copy(), Z.copy(), np.cos(Z)
+        m, v, m_ref, v_ref = (np.zeros(n) for _ in range(4))
+        NB.adam_step(p, g, m, v, None, lr=0.1, step=1)
+        REF.adam_step(p_ref, g, m_ref, v_ref, None, lr=0.1, step=1)
+        assert_matches(p, p_ref, "float64", "step")
+        assert (calls["relu_forward"], calls["parallel_activation_forward"]) == expected, n
+        assert (calls["adam_step"], calls["parallel_optimizer_step"]) == expected, n
+        calls.update(dict.fromkeys(calls, 0))
+
+
 # ---------------------------------------------------------------------------- JIT, cache, environment
 def _python(code: str, env_extra: dict[str, str] | None = None) -> str:
     env = {**os.environ, **(env_extra or {})}
@@ -606,6 +820,27 @@ def test_loading_the_backend_compiles_nothing_and_the_disk_cache_is_used():
     compiled_at_load, hits = _python(code).split()
     assert compiled_at_load == "0"
     assert int(hits) >= 1, "the second process recompiled instead of loading the on-disk cache"
+
+
+@pytest.mark.skipif(not JIT, reason="NUMBA_DISABLE_JIT: there is nothing compiled to check")
+def test_parallel_drivers_use_the_disk_cache_and_leave_the_threading_layer_to_numba():
+    code = """
+        import importlib, numba, numpy as np, fastmlp
+        be = fastmlp.get_backend("numba")
+        K = importlib.import_module("fastmlp.backends._numba_kernels")
+        importlib.import_module("fastmlp.backends.numba_backend")._parallel_threads = lambda: 2  # any layer
+        type(be).parallel_min_size = 1
+        be.relu_forward(np.ones(300, np.float32))
+        be.adam_step(np.ones(300, np.float32), np.ones(300, np.float32), np.zeros(300, np.float32),
+                     np.zeros(300, np.float32), None, lr=0.1, step=1)
+        drivers = (K.parallel_activation_forward, K.parallel_optimizer_step)
+        hits = [sum(f.stats.cache_hits.values()) for f in drivers]
+        print(min(hits), numba.config.THREADING_LAYER)
+    """
+    _python(code, {"NUMBA_NUM_THREADS": "2"})  # fill the cache if this is its first use
+    hits, layer = _python(code, {"NUMBA_NUM_THREADS": "2"}).split()
+    assert int(hits) >= 1, "the second process recompiled a parallel driver instead of loading the cache"
+    assert layer == os.environ.get("NUMBA_THREADING_LAYER", "default")  # numba's choice, not ours
 
 
 def test_fastmlp_backend_env_selects_numba_end_to_end():

@@ -19,8 +19,9 @@ How to rebuild
 Conventions
     - Compilation flags live in ``FLAGS`` below, nowhere else. ``error_model="numpy"``: a
       division by zero gives inf/nan as in NumPy instead of a Python exception check that
-      stops vectorisation (the Adam loop ran 2.1x slower without it). Kernels are serial
-      (no ``parallel=True``): see docs/numba.md for the thread-policy measurements.
+      stops vectorisation (the Adam loop ran 2.1x slower without it). Kernels are serial;
+      the ``parallel_*`` drivers near the end split a standalone elementwise op over numba's
+      threads, each chunk one call of the serial kernel (docs/numba.md, "Thread policy").
     - No global configuration is read here (numba freezes globals at compile time); every
       run-time choice is an argument.
     - Scalars arrive already cast to the arrays' dtype, and literals below are float32
@@ -44,11 +45,14 @@ import llvmlite.ir
 import numba
 import numba.extending
 import numpy as np
+from numba import prange
 
 # The one place for compilation flags.
 FLAGS = dict(cache=True, nogil=True, error_model="numpy")
 
 kernel = numba.njit(**FLAGS)
+# the parallel drivers (prange over chunks, each chunk one serial kernel call)
+parallel = numba.njit(parallel=True, **FLAGS)
 # scalar helpers are inlined at numba's IR level: a call left in a loop stops LLVM vectorising it
 helper = numba.njit(inline="always", **FLAGS)
 
@@ -76,6 +80,8 @@ ACT_SOFTPLUS = 10
 ACT_MISH = 11
 ACT_SOFTSIGN = 12
 ACT_LOG_SIGMOID = 13
+ACT_SINC = 14  # standalone ops only (the parallel drivers), never in train_step
+ACT_STEP = 15
 
 # Optimizer codes of train_step.
 OPT_SGD = 0
@@ -681,8 +687,9 @@ def log_softmax_backward(dY, Z, Y, dZ):
             dZ[r, j] = dY[r, j] - np.exp(Y[r, j]) * s
 
 
-# Dispatch of an elementwise activation by code (train_step). h = (h0, h1) its
-# hyper-parameters and consts the constants of gelu / selu, all cast to the dtype.
+# Dispatch of an elementwise activation by code (train_step and the parallel drivers).
+# h = (h0, h1) its hyper-parameters and consts the constants of gelu or sinc's backward,
+# all cast to the dtype.
 @kernel
 def _activation_forward(code, Z, Y, h0, h1, consts):
     if code == ACT_IDENTITY:
@@ -711,6 +718,10 @@ def _activation_forward(code, Z, Y, h0, h1, consts):
         softsign_forward(Z, Y)
     elif code == ACT_LOG_SIGMOID:
         log_sigmoid_forward(Z, Y)
+    elif code == ACT_SINC:
+        sinc_forward(Z, Y, h0)
+    elif code == ACT_STEP:
+        step_forward(Z, Y)
 
 
 @kernel
@@ -741,6 +752,10 @@ def _activation_backward(code, dY, Z, Y, dZ, h0, h1, consts):
         softsign_backward(dY, Z, Y, dZ)
     elif code == ACT_LOG_SIGMOID:
         log_sigmoid_backward(dY, Z, Y, dZ)
+    elif code == ACT_SINC:
+        sinc_backward(dY, Z, Y, dZ, consts)
+    elif code == ACT_STEP:
+        step_backward(dY, Z, Y, dZ)
 
 
 # ============================================================================ dense
@@ -1183,6 +1198,104 @@ def _optimizer_step(code, p, g, s1, s2, s3, c):
         nadam_step(p, g, s1, s2, c)
     elif code == OPT_ADADELTA:
         adadelta_step(p, g, s1, s2, c)
+
+
+# ============================================================================ parallel drivers
+# The standalone elementwise ops on large arrays, split over numba's threads: prange over
+# chunks of ``chunk`` elements (of ``chunk`` rows for the row-wise kernels), each chunk one
+# call of the serial kernel above on contiguous slices, so every formula has one home. The
+# caller chooses the chunk (about size / threads) and whether to call a driver at all
+# (numba_backend: NumbaBackend._run); train_step stays serial. A reduction sums each chunk
+# into its own float64 partial, then the partials in chunk order.
+@helper
+def _span(k, chunk, n):
+    lo = k * chunk
+    return lo, min(lo + chunk, n)
+
+
+# code, s1..s3, c as _optimizer_step; p, g and the states are flat (unused states empty)
+@parallel
+def parallel_optimizer_step(chunk, code, p, g, s1, s2, s3, c):
+    n = p.size
+    for k in prange((n + chunk - 1) // chunk):
+        lo, hi = _span(k, chunk, n)
+        _optimizer_step(code, p[lo:hi], g[lo:hi], s1[lo:hi], s2[lo:hi], s3[lo:hi], c)
+
+
+# code, h0, h1, consts as _activation_forward; Z, Y flat
+@parallel
+def parallel_activation_forward(chunk, code, Z, Y, h0, h1, consts):
+    n = Z.size
+    for k in prange((n + chunk - 1) // chunk):
+        lo, hi = _span(k, chunk, n)
+        _activation_forward(code, Z[lo:hi], Y[lo:hi], h0, h1, consts)
+
+
+# as _activation_backward, and for silu and softplus the parameter gradient (need_param):
+# returns its float64 sum (0 for the other codes)
+@parallel
+def parallel_activation_backward(chunk, code, dY, Z, Y, dZ, h0, h1, consts, need_param):
+    n = dY.size
+    nc = (n + chunk - 1) // chunk
+    partial = np.zeros(nc)
+    for k in prange(nc):
+        lo, hi = _span(k, chunk, n)
+        if code == ACT_SILU:
+            partial[k] = silu_backward(dY[lo:hi], Z[lo:hi], Y[lo:hi], dZ[lo:hi], h0, need_param)
+        elif code == ACT_SOFTPLUS:
+            partial[k] = softplus_backward(dY[lo:hi], Z[lo:hi], Y[lo:hi], dZ[lo:hi], h0, h1, need_param)
+        else:
+            _activation_backward(code, dY[lo:hi], Z[lo:hi], Y[lo:hi], dZ[lo:hi], h0, h1, consts)
+    total = np.float64(0.0)
+    for k in range(nc):
+        total += partial[k]
+    return total
+
+
+# Z, Y: (R, C), chunks of rows
+@parallel
+def parallel_prelu_forward(chunk, Z, alpha, Y):
+    R = Z.shape[0]
+    for k in prange((R + chunk - 1) // chunk):
+        lo, hi = _span(k, chunk, R)
+        prelu_forward(Z[lo:hi], alpha, Y[lo:hi])
+
+
+# dalpha += the chunks' partial sums (float64, one row of partials per chunk)
+@parallel
+def parallel_prelu_backward(chunk, dY, Z, alpha, dZ, dalpha, need_param):
+    R = Z.shape[0]
+    nc = (R + chunk - 1) // chunk
+    partial = np.zeros((nc, dalpha.size))
+    for k in prange(nc):
+        lo, hi = _span(k, chunk, R)
+        prelu_backward(dY[lo:hi], Z[lo:hi], alpha, dZ[lo:hi], partial[k], need_param)
+    for k in range(nc):
+        for j in range(dalpha.size):
+            dalpha[j] += partial[k, j]
+
+
+# softmax (log False) or log_softmax (log True) of (R, C) arrays, chunks of rows
+@parallel
+def parallel_softmax_forward(chunk, log, Z, Y):
+    R = Z.shape[0]
+    for k in prange((R + chunk - 1) // chunk):
+        lo, hi = _span(k, chunk, R)
+        if log:
+            log_softmax_forward(Z[lo:hi], Y[lo:hi])
+        else:
+            softmax_forward(Z[lo:hi], Y[lo:hi])
+
+
+@parallel
+def parallel_softmax_backward(chunk, log, dY, Z, Y, dZ):
+    R = Y.shape[0]
+    for k in prange((R + chunk - 1) // chunk):
+        lo, hi = _span(k, chunk, R)
+        if log:
+            log_softmax_backward(dY[lo:hi], Z[lo:hi], Y[lo:hi], dZ[lo:hi])
+        else:
+            softmax_backward(dY[lo:hi], Z[lo:hi], Y[lo:hi], dZ[lo:hi])
 
 
 # ============================================================================ whole step

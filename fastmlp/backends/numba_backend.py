@@ -24,7 +24,9 @@ kernels). See ``docs/numba.md``.
 
 from __future__ import annotations
 
+import functools
 import math
+import time
 import weakref
 from typing import Any
 
@@ -102,6 +104,74 @@ def _consts(dtype, *values: float) -> np.ndarray:
 
 
 _GELU_CONSTS = (1 / math.sqrt(2), 1 / math.sqrt(2 * math.pi), math.sqrt(2 / math.pi), 0.044715)
+
+
+# ---------------------------------------------------------------------------- thread policy
+@functools.cache
+def _threading_layer() -> str:
+    """The threading layer numba chose for this process (its threads start here, if not yet)."""
+    numba.get_num_threads()
+    return numba.threading_layer()
+
+
+def _parallel_threads() -> int:
+    """Threads a parallel driver may use: numba's count for the calling thread
+    (``NUMBA_NUM_THREADS``, ``numba.set_num_threads``), or 1 on the ``workqueue`` layer, whose
+    parallel region costs ~100 µs and which aborts the process when two Python threads enter
+    parallel code at once (docs/numba.md, "Thread policy")."""
+    if _threading_layer() == "workqueue":
+        return 1
+    return numba.get_num_threads()
+
+
+def _chunk(size: int, rows: int | None, threads: int) -> int:
+    """Chunk length of a parallel driver: size / threads elements rounded up to whole cache
+    lines (64 elements), or rows / threads rows."""
+    if rows is None:
+        return -(-size // (64 * threads)) * 64
+    return -(-rows // threads)
+
+
+class _Pace:
+    """Whether one kind of call (op, dtype, size class) runs its parallel driver.
+
+    A parallel region waits for every thread it wakes. When the other core is busy (another
+    process, or BLAS worker threads spinning after a GEMM), the woken thread waits for a
+    scheduler time slice, milliseconds: a 1.86M Adam step then took 6-12 ms in parallel against
+    1.3 ms serial (docs/numba.md). So each path's time per element is kept, the faster path
+    runs, and the slower one is timed again after 2, 4, 8 ... 256 calls: a collapse costs a few
+    calls, and a recovery is found within 256.
+    """
+
+    __slots__ = ("rate", "left", "wait")
+
+    def __init__(self) -> None:
+        self.rate = [0.0, 0.0]  # seconds per element of the serial and the parallel path; 0: not timed
+        self.left = 0  # calls of the faster path before the slower one is timed again
+        self.wait = 2
+
+    def parallel(self) -> bool:
+        """The path of the next call (True: the parallel driver)."""
+        serial, parallel = self.rate
+        if not (serial and parallel):
+            return not parallel  # time the parallel path first, then the serial one
+        faster = parallel < serial
+        if self.left:
+            self.left -= 1
+            return faster
+        self.left, self.wait = self.wait, min(2 * self.wait, 256)
+        return not faster
+
+    def record(self, parallel: bool, rate: float) -> None:
+        """Account a call of that path that took ``rate`` seconds per element."""
+        serial, par = self.rate
+        before = par < serial
+        old = self.rate[parallel]
+        # the faster path's time is smoothed (one slow call does not flip the choice alone); a
+        # re-timing of the slower path replaces its time, so a recovery is taken at once
+        self.rate[parallel] = (old + rate) / 2 if old and before == parallel else rate
+        if (self.rate[1] < self.rate[0]) != before:  # the ranking flipped: confirm it soon
+            self.left, self.wait = 2, 4
 
 
 # ---------------------------------------------------------------------------- optimizer coefficients
@@ -285,20 +355,32 @@ def _build_plan(N: int, arena, layer_list) -> _Plan | None:
 class NumbaBackend(NumpyBackend):
     """CPU backend running ``@njit`` kernels (fused loops, BLAS for the GEMMs).
 
-    Serial kernels; the GEMMs run on SciPy's OpenBLAS with its own thread pool
-    (``OPENBLAS_NUM_THREADS``). See ``docs/numba.md`` for the thread policy and measurements.
+    Serial kernels, and for the standalone elementwise ops (activations, optimizer steps) on
+    large arrays parallel drivers over numba's threads (``NUMBA_NUM_THREADS``,
+    ``numba.set_num_threads``), chosen per call: see :attr:`parallel_min_size` and
+    :class:`_Pace`. ``train_step`` and the dense ops stay serial; the GEMMs run on SciPy's
+    OpenBLAS with its own thread pool (``OPENBLAS_NUM_THREADS``). See ``docs/numba.md`` for the
+    thread policy and measurements.
     """
 
     name = "numba"
     is_reference = False
+    #: elements from which the standalone elementwise ops (activations, optimizer steps) may
+    #: run their parallel driver over numba's threads (the pace decides, per call); below it
+    #: the serial kernel wins every op measured (docs/numba.md "Thread policy").
+    #: ``train_step`` and the dense ops stay serial.
+    parallel_min_size: int = 1 << 15
 
     def __init__(self) -> None:
         self._plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._paces: dict = {}  # (op key, dtype, size class) -> _Pace
 
     def describe(self) -> str:
         import scipy
 
-        return f"numba {numba.__version__}, numpy {np.__version__}, scipy {scipy.__version__} BLAS; serial kernels"
+        threads = f"{_threading_layer()} layer, {_parallel_threads()} thread(s) for the elementwise ops"
+        versions = f"numpy {np.__version__}, scipy {scipy.__version__} BLAS"
+        return f"numba {numba.__version__} ({threads}), {versions}"
 
     def all_finite(self, x) -> bool:
         """One pass of the ``all_finite`` kernel for a C-contiguous float32/64 array (5 us where
@@ -351,71 +433,104 @@ class NumbaBackend(NumpyBackend):
         return (dX if need_dX else None), dW_out, db
 
     # ------------------------------------------------------------------ activations
-    @staticmethod
-    def _forward(kernel, Z, *args):
+    def _run(self, key, kernel, args, driver, dargs, size: int, rows: int | None = None):
+        """``kernel(*args)``, or ``driver(chunk, *dargs)`` over numba's threads (chunks of
+        elements, or of ``rows`` rows): from :attr:`parallel_min_size` elements, with two
+        threads or more, when the :class:`_Pace` of ``key`` finds the driver the faster."""
+        if size < self.parallel_min_size:
+            return kernel(*args)
+        threads = _parallel_threads()
+        if threads < 2:
+            return kernel(*args)
+        key = (key, args[0].dtype.char, size.bit_length())
+        pace = self._paces.get(key)
+        if pace is None:
+            pace = self._paces[key] = _Pace()
+        parallel = pace.parallel()
+        start = time.perf_counter()
+        out = driver(_chunk(size, rows, threads), *dargs) if parallel else kernel(*args)
+        pace.record(parallel, (time.perf_counter() - start) / size)
+        return out
+
+    def _forward(self, kernel, Z, *args, code: int, h0: float = 0.0, h1: float = 0.0, consts=None):
+        """``kernel(Z, *args)`` into a new array, or its parallel driver with the op's ``code``
+        and hyper-parameters ``h0, h1, consts`` (as ``_activation_forward`` takes them)."""
         Z = _c(Z)
         Y = np.empty_like(Z)
-        kernel(Z.reshape(-1), Y.reshape(-1), *args)
+        z, y, t = Z.reshape(-1), Y.reshape(-1), Z.dtype.type
+        if Z.size < self.parallel_min_size:  # the common case, without building the driver's arguments
+            kernel(z, y, *args)
+        else:
+            self._run((kernel, code), kernel, (z, y, *args), K.parallel_activation_forward,
+                      (code, z, y, t(h0), t(h1), _empty(Z.dtype) if consts is None else consts), Z.size)
         return Y
 
-    @staticmethod
-    def _backward(kernel, dY, Z, Y, *args):
+    def _backward(self, kernel, dY, Z, Y, *args, code: int, h0: float = 0.0, h1: float = 0.0, consts=None,
+                  need_param: bool = False):
+        """``(dZ, kernel(dY, Z, Y, dZ, *args))``, or the parallel driver as in :meth:`_forward`
+        (its result: the float64 parameter gradient of silu and softplus)."""
         _same_shape(kernel.__name__, dY, Z, Y)
         dZ = np.empty(dY.shape, dY.dtype)
-        out = kernel(_flat(dY), _flat(Z), _flat(Y), dZ.reshape(-1), *args)
-        return dZ, out
+        flat, t = (_flat(dY), _flat(Z), _flat(Y), dZ.reshape(-1)), dY.dtype.type
+        if dY.size < self.parallel_min_size:
+            return dZ, kernel(*flat, *args)
+        dargs = (code, *flat, t(h0), t(h1), _empty(dY.dtype) if consts is None else consts, need_param)
+        return dZ, self._run((kernel, code, need_param), kernel, (*flat, *args),
+                             K.parallel_activation_backward, dargs, dY.size)
 
     def sigmoid_forward(self, Z):
         if not _native(Z):
             return super().sigmoid_forward(Z)
-        return self._forward(K.sigmoid_forward, Z)
+        return self._forward(K.sigmoid_forward, Z, code=K.ACT_SIGMOID)
 
     def sigmoid_backward(self, dY, Z, Y):
         if not _native(dY, Z, Y):
             return super().sigmoid_backward(dY, Z, Y)
-        return self._backward(K.sigmoid_backward, dY, Z, Y)[0]
+        return self._backward(K.sigmoid_backward, dY, Z, Y, code=K.ACT_SIGMOID)[0]
 
     def tanh_forward(self, Z):
         if not _native(Z):
             return super().tanh_forward(Z)
-        return self._forward(K.tanh_forward, Z)
+        return self._forward(K.tanh_forward, Z, code=K.ACT_TANH)
 
     def tanh_backward(self, dY, Z, Y):
         if not _native(dY, Z, Y):
             return super().tanh_backward(dY, Z, Y)
-        return self._backward(K.tanh_backward, dY, Z, Y)[0]
+        return self._backward(K.tanh_backward, dY, Z, Y, code=K.ACT_TANH)[0]
 
     def relu_forward(self, Z):
         if not _native(Z):
             return super().relu_forward(Z)
-        return self._forward(K.relu_forward, Z)
+        return self._forward(K.relu_forward, Z, code=K.ACT_RELU)
 
     def relu_backward(self, dY, Z, Y):
         if not _native(dY, Z, Y):
             return super().relu_backward(dY, Z, Y)
-        return self._backward(K.relu_backward, dY, Z, Y)[0]
+        return self._backward(K.relu_backward, dY, Z, Y, code=K.ACT_RELU)[0]
 
     def leaky_relu_forward(self, Z, negative_slope: float = 0.01):
         if not _native(Z):
             return super().leaky_relu_forward(Z, negative_slope)
-        return self._forward(K.leaky_relu_forward, Z, Z.dtype.type(negative_slope))
+        return self._forward(K.leaky_relu_forward, Z, Z.dtype.type(negative_slope), code=K.ACT_LEAKY_RELU,
+                             h0=negative_slope)
 
     def leaky_relu_backward(self, dY, Z, Y, negative_slope: float = 0.01):
         if not _native(dY, Z, Y):
             return super().leaky_relu_backward(dY, Z, Y, negative_slope)
-        return self._backward(K.leaky_relu_backward, dY, Z, Y, dY.dtype.type(negative_slope))[0]
+        return self._backward(K.leaky_relu_backward, dY, Z, Y, dY.dtype.type(negative_slope),
+                              code=K.ACT_LEAKY_RELU, h0=negative_slope)[0]
 
     def elu_forward(self, Z, alpha: float = 1.0):
         if not _native(Z):
             return super().elu_forward(Z, alpha)
         t = Z.dtype.type
-        return self._forward(K.elu_forward, Z, t(alpha), t(1.0))
+        return self._forward(K.elu_forward, Z, t(alpha), t(1.0), code=K.ACT_ELU, h0=alpha, h1=1.0)
 
     def elu_backward(self, dY, Z, Y, alpha: float = 1.0):
         if not _native(dY, Z, Y):
             return super().elu_backward(dY, Z, Y, alpha)
         t = dY.dtype.type
-        return self._backward(K.elu_backward, dY, Z, Y, t(alpha), t(1.0))[0]
+        return self._backward(K.elu_backward, dY, Z, Y, t(alpha), t(1.0), code=K.ACT_ELU, h0=alpha, h1=1.0)[0]
 
     def prelu_forward(self, Z, alpha):
         if not _native(Z, alpha) or Z.ndim == 0 or alpha.size not in (1, Z.shape[-1]):
@@ -423,7 +538,9 @@ class NumbaBackend(NumpyBackend):
         Z = _c(Z)
         Y = np.empty_like(Z)
         C = Z.shape[-1]
-        K.prelu_forward(Z.reshape(-1, C), _flat(alpha), Y.reshape(-1, C))
+        args = (Z.reshape(-1, C), _flat(alpha), Y.reshape(-1, C))
+        self._run(K.prelu_forward, K.prelu_forward, args, K.parallel_prelu_forward, args, Z.size,
+                  args[0].shape[0])
         return Y
 
     def prelu_backward(self, dY, Z, Y, alpha, param_grad: bool = True):
@@ -433,8 +550,10 @@ class NumbaBackend(NumpyBackend):
         C = Z.shape[-1]
         dZ = np.empty(dY.shape, dY.dtype)
         dalpha = np.zeros(alpha.size, np.float64)
-        K.prelu_backward(_c(dY).reshape(-1, C), _c(Z).reshape(-1, C),
-                         _flat(alpha), dZ.reshape(-1, C), dalpha, bool(param_grad))
+        args = (_c(dY).reshape(-1, C), _c(Z).reshape(-1, C), _flat(alpha), dZ.reshape(-1, C), dalpha,
+                bool(param_grad))
+        self._run((K.prelu_backward, bool(param_grad)), K.prelu_backward, args, K.parallel_prelu_backward,
+                  args, dZ.size, args[0].shape[0])
         if not param_grad:
             return dZ, None
         return dZ, dalpha.astype(dY.dtype).reshape(alpha.shape)
@@ -443,132 +562,142 @@ class NumbaBackend(NumpyBackend):
         if not _native(Z):
             return super().softplus_forward(Z, beta, threshold)
         t = Z.dtype.type
-        return self._forward(K.softplus_forward, Z, t(beta), t(threshold))
+        return self._forward(K.softplus_forward, Z, t(beta), t(threshold), code=K.ACT_SOFTPLUS, h0=beta,
+                             h1=threshold)
 
     def softplus_backward(self, dY, Z, Y, beta: float = 1.0, threshold: float = 20.0,
                           param_grad: bool = True):
         if not _native(dY, Z, Y):
             return super().softplus_backward(dY, Z, Y, beta, threshold, param_grad)
         t = dY.dtype.type
-        dZ, acc = self._backward(K.softplus_backward, dY, Z, Y, t(beta), t(threshold), bool(param_grad))
+        dZ, acc = self._backward(K.softplus_backward, dY, Z, Y, t(beta), t(threshold), bool(param_grad),
+                                 code=K.ACT_SOFTPLUS, h0=beta, h1=threshold, need_param=bool(param_grad))
         return dZ, (np.array([acc], dY.dtype) if param_grad else None)
 
     def softsign_forward(self, Z):
         if not _native(Z):
             return super().softsign_forward(Z)
-        return self._forward(K.softsign_forward, Z)
+        return self._forward(K.softsign_forward, Z, code=K.ACT_SOFTSIGN)
 
     def softsign_backward(self, dY, Z, Y):
         if not _native(dY, Z, Y):
             return super().softsign_backward(dY, Z, Y)
-        return self._backward(K.softsign_backward, dY, Z, Y)[0]
+        return self._backward(K.softsign_backward, dY, Z, Y, code=K.ACT_SOFTSIGN)[0]
 
     def log_sigmoid_forward(self, Z):
         if not _native(Z):
             return super().log_sigmoid_forward(Z)
-        return self._forward(K.log_sigmoid_forward, Z)
+        return self._forward(K.log_sigmoid_forward, Z, code=K.ACT_LOG_SIGMOID)
 
     def log_sigmoid_backward(self, dY, Z, Y):
         if not _native(dY, Z, Y):
             return super().log_sigmoid_backward(dY, Z, Y)
-        return self._backward(K.log_sigmoid_backward, dY, Z, Y)[0]
+        return self._backward(K.log_sigmoid_backward, dY, Z, Y, code=K.ACT_LOG_SIGMOID)[0]
 
     def silu_forward(self, Z, beta: float = 1.0):
         if not _native(Z):
             return super().silu_forward(Z, beta)
-        return self._forward(K.silu_forward, Z, Z.dtype.type(beta))
+        return self._forward(K.silu_forward, Z, Z.dtype.type(beta), code=K.ACT_SILU, h0=beta)
 
     def silu_backward(self, dY, Z, Y, beta: float = 1.0, param_grad: bool = True):
         if not _native(dY, Z, Y):
             return super().silu_backward(dY, Z, Y, beta, param_grad)
-        dZ, acc = self._backward(K.silu_backward, dY, Z, Y, dY.dtype.type(beta), bool(param_grad))
+        dZ, acc = self._backward(K.silu_backward, dY, Z, Y, dY.dtype.type(beta), bool(param_grad),
+                                 code=K.ACT_SILU, h0=beta, need_param=bool(param_grad))
         return dZ, (np.array([acc], dY.dtype) if param_grad else None)
 
     def mish_forward(self, Z):
         if not _native(Z):
             return super().mish_forward(Z)
-        return self._forward(K.mish_forward, Z)
+        return self._forward(K.mish_forward, Z, code=K.ACT_MISH)
 
     def mish_backward(self, dY, Z, Y):
         if not _native(dY, Z, Y):
             return super().mish_backward(dY, Z, Y)
-        return self._backward(K.mish_backward, dY, Z, Y)[0]
+        return self._backward(K.mish_backward, dY, Z, Y, code=K.ACT_MISH)[0]
 
     def gelu_forward(self, Z, approximate: str = "none"):
         if not _native(Z):
             return super().gelu_forward(Z, approximate)
-        return self._forward(K.gelu_forward, Z, approximate == "tanh", _consts(Z.dtype, *_GELU_CONSTS))
+        tanh, consts = approximate == "tanh", _consts(Z.dtype, *_GELU_CONSTS)
+        return self._forward(K.gelu_forward, Z, tanh, consts, code=K.ACT_GELU_TANH if tanh else K.ACT_GELU,
+                             consts=consts)
 
     def gelu_backward(self, dY, Z, Y, approximate: str = "none"):
         if not _native(dY, Z, Y):
             return super().gelu_backward(dY, Z, Y, approximate)
-        return self._backward(K.gelu_backward, dY, Z, Y, approximate == "tanh",
-                              _consts(dY.dtype, *_GELU_CONSTS))[0]
+        tanh, consts = approximate == "tanh", _consts(dY.dtype, *_GELU_CONSTS)
+        return self._backward(K.gelu_backward, dY, Z, Y, tanh, consts,
+                              code=K.ACT_GELU_TANH if tanh else K.ACT_GELU, consts=consts)[0]
 
     def selu_forward(self, Z):
         if not _native(Z):
             return super().selu_forward(Z)
         t = Z.dtype.type
-        return self._forward(K.selu_forward, Z, t(SELU_ALPHA), t(SELU_SCALE))
+        return self._forward(K.selu_forward, Z, t(SELU_ALPHA), t(SELU_SCALE), code=K.ACT_SELU, h0=SELU_ALPHA,
+                             h1=SELU_SCALE)
 
     def selu_backward(self, dY, Z, Y):
         if not _native(dY, Z, Y):
             return super().selu_backward(dY, Z, Y)
         t = dY.dtype.type
-        return self._backward(K.selu_backward, dY, Z, Y, t(SELU_ALPHA), t(SELU_SCALE))[0]
+        return self._backward(K.selu_backward, dY, Z, Y, t(SELU_ALPHA), t(SELU_SCALE), code=K.ACT_SELU,
+                              h0=SELU_ALPHA, h1=SELU_SCALE)[0]
 
     def sinc_forward(self, Z, normalized: bool = False):
         if not _native(Z):
             return super().sinc_forward(Z, normalized)
-        return self._forward(K.sinc_forward, Z, Z.dtype.type(math.pi if normalized else 1.0))
+        scale = math.pi if normalized else 1.0
+        return self._forward(K.sinc_forward, Z, Z.dtype.type(scale), code=K.ACT_SINC, h0=scale)
 
     def sinc_backward(self, dY, Z, Y, normalized: bool = False):
         if not _native(dY, Z, Y):
             return super().sinc_backward(dY, Z, Y, normalized)
         consts = _consts(dY.dtype, math.pi if normalized else 1.0, _SINC_SERIES_BOUND, 1 / 3, 1 / 30,
                          1 / 840, 1 / 45360)
-        return self._backward(K.sinc_backward, dY, Z, Y, consts)[0]
+        return self._backward(K.sinc_backward, dY, Z, Y, consts, code=K.ACT_SINC, consts=consts)[0]
 
     def step_forward(self, Z):
         if not _native(Z):
             return super().step_forward(Z)
-        return self._forward(K.step_forward, Z)
+        return self._forward(K.step_forward, Z, code=K.ACT_STEP)
 
     def step_backward(self, dY, Z, Y):
         if not _native(dY, Z, Y):
             return super().step_backward(dY, Z, Y)
-        return self._backward(K.step_backward, dY, Z, Y)[0]
+        return self._backward(K.step_backward, dY, Z, Y, code=K.ACT_STEP)[0]
 
-    @staticmethod
-    def _rows(kernel, *arrays):
-        """Run a last-axis kernel on ``(rows, C)`` views; returns the new output."""
+    def _rows(self, kernel, driver, log: bool, *arrays):
+        """Run a last-axis kernel on ``(rows, C)`` views, or above the threshold its parallel
+        ``driver`` (``log``: the log-softmax kernel); returns the new output."""
         C = arrays[0].shape[-1]
-        arrays = [_c(a) for a in arrays]
+        rows = [_c(a).reshape(-1, C) for a in arrays]
         out = np.empty(arrays[0].shape, arrays[0].dtype)
-        kernel(*[a.reshape(-1, C) for a in arrays], out.reshape(-1, C))
+        rows.append(out.reshape(-1, C))
+        self._run(kernel, kernel, rows, driver, (log, *rows), out.size, rows[0].shape[0])
         return out
 
     def softmax_forward(self, Z):
         if not _native(Z) or Z.ndim == 0 or Z.size == 0:
             return super().softmax_forward(Z)
-        return self._rows(K.softmax_forward, Z)
+        return self._rows(K.softmax_forward, K.parallel_softmax_forward, False, Z)
 
     def softmax_backward(self, dY, Z, Y):
         if not _native(dY, Z, Y) or Y.ndim == 0 or Y.size == 0:
             return super().softmax_backward(dY, Z, Y)
         _same_shape("softmax_backward", dY, Z, Y)
-        return self._rows(K.softmax_backward, dY, Z, Y)
+        return self._rows(K.softmax_backward, K.parallel_softmax_backward, False, dY, Z, Y)
 
     def log_softmax_forward(self, Z):
         if not _native(Z) or Z.ndim == 0 or Z.size == 0:
             return super().log_softmax_forward(Z)
-        return self._rows(K.log_softmax_forward, Z)
+        return self._rows(K.log_softmax_forward, K.parallel_softmax_forward, True, Z)
 
     def log_softmax_backward(self, dY, Z, Y):
         if not _native(dY, Z, Y) or Y.ndim == 0 or Y.size == 0:
             return super().log_softmax_backward(dY, Z, Y)
         _same_shape("log_softmax_backward", dY, Z, Y)
-        return self._rows(K.log_softmax_backward, dY, Z, Y)
+        return self._rows(K.log_softmax_backward, K.parallel_softmax_backward, True, dY, Z, Y)
 
     # ------------------------------------------------------------------ losses
     @staticmethod
@@ -698,13 +827,24 @@ class NumbaBackend(NumpyBackend):
             flat.append(s.reshape(-1) if s is not None else _empty(p.dtype))
         return p.reshape(-1), _flat(g), flat
 
+    def _step(self, code: int, kernel, p, g, states, c) -> None:
+        """``kernel(p, g, *states, c)``, or above the threshold ``parallel_optimizer_step`` with
+        the optimizer's ``code`` (states padded with empty arrays to three)."""
+        if p.size < self.parallel_min_size:
+            kernel(p, g, *states, c)
+            return
+        pad = (_empty(p.dtype),) * (3 - len(states))
+        self._run(kernel, kernel, (p, g, *states, c), K.parallel_optimizer_step,
+                  (code, p, g, *states, *pad, c), p.size)
+
     def sgd_step(self, p, g, momentum_buffer, lr: float, step: int, momentum: float = 0.0,
                  dampening: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0):
         arrays = self._step_arrays("sgd_step", p, g, [momentum_buffer], [bool(momentum)])
         if arrays is None:
             return super().sgd_step(p, g, momentum_buffer, lr, step, momentum, dampening, nesterov, weight_decay)
         pf, gf, (buf,) = arrays
-        K.sgd_step(pf, gf, buf, _sgd_coefficients(p.dtype, lr, step, momentum, dampening, nesterov, weight_decay))
+        c = _sgd_coefficients(p.dtype, lr, step, momentum, dampening, nesterov, weight_decay)
+        self._step(K.OPT_SGD, K.sgd_step, pf, gf, (buf,), c)
 
     def momentum_step(self, p, g, m, lr: float, step: int, beta: float = 0.9,
                       bias_correction: bool = True, nesterov: bool = False,
@@ -713,8 +853,8 @@ class NumbaBackend(NumpyBackend):
         if arrays is None:
             return super().momentum_step(p, g, m, lr, step, beta, bias_correction, nesterov, weight_decay)
         pf, gf, (mf,) = arrays
-        K.momentum_step(pf, gf, mf, _momentum_coefficients(p.dtype, lr, step, beta, bias_correction, nesterov,
-                                                           weight_decay))
+        c = _momentum_coefficients(p.dtype, lr, step, beta, bias_correction, nesterov, weight_decay)
+        self._step(K.OPT_MOMENTUM, K.momentum_step, pf, gf, (mf,), c)
 
     def adagrad_step(self, p, g, state_sum, lr: float, step: int, lr_decay: float = 0.0,
                      weight_decay: float = 0.0, eps: float = 1e-10, eps_root: float = 0.0):
@@ -722,7 +862,8 @@ class NumbaBackend(NumpyBackend):
         if arrays is None:
             return super().adagrad_step(p, g, state_sum, lr, step, lr_decay, weight_decay, eps, eps_root)
         pf, gf, (sf,) = arrays
-        K.adagrad_step(pf, gf, sf, _adagrad_coefficients(p.dtype, lr, step, lr_decay, weight_decay, eps, eps_root))
+        c = _adagrad_coefficients(p.dtype, lr, step, lr_decay, weight_decay, eps, eps_root)
+        self._step(K.OPT_ADAGRAD, K.adagrad_step, pf, gf, (sf,), c)
 
     def rmsprop_step(self, p, g, square_avg, grad_avg, momentum_buffer, lr: float, step: int,
                      alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
@@ -734,8 +875,9 @@ class NumbaBackend(NumpyBackend):
             return super().rmsprop_step(p, g, square_avg, grad_avg, momentum_buffer, lr, step, alpha, eps,
                                         weight_decay, momentum, centered, bias_correction, eps_root)
         pf, gf, (sq, ga, mb) = arrays
-        K.rmsprop_step(pf, gf, sq, ga, mb, _rmsprop_coefficients(p.dtype, lr, step, alpha, eps, weight_decay,
-                                                                 momentum, centered, bias_correction, eps_root))
+        c = _rmsprop_coefficients(p.dtype, lr, step, alpha, eps, weight_decay, momentum, centered,
+                                  bias_correction, eps_root)
+        self._step(K.OPT_RMSPROP, K.rmsprop_step, pf, gf, (sq, ga, mb), c)
 
     def adam_step(self, p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, lr: float, step: int,
                   beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
@@ -747,8 +889,9 @@ class NumbaBackend(NumpyBackend):
             return super().adam_step(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, step, beta1, beta2, eps,
                                      weight_decay, amsgrad, decoupled_weight_decay, eps_root)
         pf, gf, (m, v, vmax) = arrays
-        K.adam_step(pf, gf, m, v, vmax, _adam_coefficients(p.dtype, lr, step, beta1, beta2, eps, weight_decay,
-                                                           amsgrad, decoupled_weight_decay, eps_root))
+        c = _adam_coefficients(p.dtype, lr, step, beta1, beta2, eps, weight_decay, amsgrad,
+                               decoupled_weight_decay, eps_root)
+        self._step(K.OPT_ADAM, K.adam_step, pf, gf, (m, v, vmax), c)
 
     def adamax_step(self, p, g, exp_avg, exp_inf, lr: float, step: int, beta1: float = 0.9,
                     beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0):
@@ -756,7 +899,8 @@ class NumbaBackend(NumpyBackend):
         if arrays is None:
             return super().adamax_step(p, g, exp_avg, exp_inf, lr, step, beta1, beta2, eps, weight_decay)
         pf, gf, (m, u) = arrays
-        K.adamax_step(pf, gf, m, u, _adamax_coefficients(p.dtype, lr, step, beta1, beta2, eps, weight_decay))
+        c = _adamax_coefficients(p.dtype, lr, step, beta1, beta2, eps, weight_decay)
+        self._step(K.OPT_ADAMAX, K.adamax_step, pf, gf, (m, u), c)
 
     def nadam_step(self, p, g, exp_avg, exp_avg_sq, lr: float, step: int, mu_product: float,
                    beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
@@ -767,8 +911,9 @@ class NumbaBackend(NumpyBackend):
             return super().nadam_step(p, g, exp_avg, exp_avg_sq, lr, step, mu_product, beta1, beta2, eps,
                                       weight_decay, momentum_decay, decoupled_weight_decay)
         pf, gf, (m, v) = arrays
-        K.nadam_step(pf, gf, m, v, _nadam_coefficients(p.dtype, lr, step, mu_product, beta1, beta2, eps,
-                                                       weight_decay, momentum_decay, decoupled_weight_decay))
+        c = _nadam_coefficients(p.dtype, lr, step, mu_product, beta1, beta2, eps, weight_decay,
+                                momentum_decay, decoupled_weight_decay)
+        self._step(K.OPT_NADAM, K.nadam_step, pf, gf, (m, v), c)
 
     def adadelta_step(self, p, g, square_avg, acc_delta, lr: float, step: int, rho: float = 0.9,
                       eps: float = 1e-6, weight_decay: float = 0.0):
@@ -776,7 +921,8 @@ class NumbaBackend(NumpyBackend):
         if arrays is None:
             return super().adadelta_step(p, g, square_avg, acc_delta, lr, step, rho, eps, weight_decay)
         pf, gf, (s, d) = arrays
-        K.adadelta_step(pf, gf, s, d, _adadelta_coefficients(p.dtype, lr, step, rho, eps, weight_decay))
+        c = _adadelta_coefficients(p.dtype, lr, step, rho, eps, weight_decay)
+        self._step(K.OPT_ADADELTA, K.adadelta_step, pf, gf, (s, d), c)
 
     # ------------------------------------------------------------------ whole step
     def _plan_for(self, model, X):
