@@ -10,6 +10,7 @@ from .backends import (
     BackendInfo,
     BackendUnavailableError,
     backends,
+    empty_cache,
     get_backend,
     set_backend,
     use_backend,
@@ -62,7 +63,7 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__",
     # backends
-    "BackendInfo", "BackendUnavailableError", "backends", "get_backend", "set_backend",
+    "BackendInfo", "BackendUnavailableError", "backends", "empty_cache", "get_backend", "set_backend",
     "use_backend",
     # layers and models
     "Module", "Linear", "Sequential", "MLP", "Activation", "ACTIVATIONS", "get_activation",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from functools import cache
 
-__all__ = ["backend_request", "cpp_isa", "num_threads", "reset"]
+__all__ = ["backend_request", "cpp_isa", "num_threads", "output_cache_bytes", "reset"]
 
 
 @cache
@@ -28,19 +28,25 @@ def backend_request() -> str:
     return os.environ.get("FASTMLP_BACKEND", "").strip()
 
 
-@cache
-def num_threads() -> int | None:
-    """``FASTMLP_NUM_THREADS`` as a positive int, or None when unset."""
-    raw = os.environ.get("FASTMLP_NUM_THREADS", "").strip()
+def _integer(name: str, minimum: int) -> int | None:
+    """The variable ``name`` as an int of at least ``minimum``, or None when unset."""
+    raw = os.environ.get(name, "").strip()
     if not raw:
         return None
     try:
-        n = int(raw)
+        value = int(raw)
     except ValueError:
-        raise ValueError(f"FASTMLP_NUM_THREADS must be a positive integer, got {raw!r}") from None
-    if n < 1:
-        raise ValueError(f"FASTMLP_NUM_THREADS must be a positive integer, got {raw!r}")
-    return n
+        value = minimum - 1
+    if value < minimum:
+        kind = "positive" if minimum == 1 else "non-negative"
+        raise ValueError(f"{name} must be a {kind} integer, got {raw!r}")
+    return value
+
+
+@cache
+def num_threads() -> int | None:
+    """``FASTMLP_NUM_THREADS`` as a positive int, or None when unset."""
+    return _integer("FASTMLP_NUM_THREADS", 1)
 
 
 @cache
@@ -52,8 +58,16 @@ def cpp_isa() -> str:
     return raw
 
 
+@cache
+def output_cache_bytes() -> int:
+    """``FASTMLP_OUTPUT_CACHE_MB`` in bytes (default 256 MiB; 0: no cache)."""
+    mb = _integer("FASTMLP_OUTPUT_CACHE_MB", 0)
+    return (256 if mb is None else mb) << 20
+
+
 def reset() -> None:
     """Forget every cached value, so the next use reads the environment again."""
     backend_request.cache_clear()
     num_threads.cache_clear()
     cpp_isa.cache_clear()
+    output_cache_bytes.cache_clear()

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .. import _config
+from ._outputs import empty_cache
 
 if TYPE_CHECKING:
     from .base import Backend
@@ -39,6 +40,7 @@ __all__ = [
     "BackendInfo",
     "BackendUnavailableError",
     "backends",
+    "empty_cache",
     "get_backend",
     "set_backend",
     "use_backend",

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from .. import _config
+from . import _outputs
 from .base import FUSED_ACTIVATIONS, Backend
 from .numpy_backend import NumpyBackend
 
@@ -151,7 +152,7 @@ class CppBackend(NumpyBackend):
             return super().dense_forward(X, W, b, activation)
         X, W = _contig(X), _contig(W)
         b = None if b is None else _contig(b)
-        Y = np.empty((X.shape[0], W.shape[0]), X.dtype)
+        Y = _outputs.empty((X.shape[0], W.shape[0]), X.dtype)
         self._C.dense_forward(X, W, b, Y, _ACT[activation])
         return Y
 
@@ -165,21 +166,21 @@ class CppBackend(NumpyBackend):
             return super().dense_backward(dY, X, W, Y, activation, dW, db, need_dX)
         dY, X, W, Y = _contig(dY), _contig(X), _contig(W), _contig(Y)
         if dW is None:
-            dW = np.empty(W.shape, X.dtype)
-        dX = np.empty(X.shape, X.dtype) if need_dX else None
+            dW = _outputs.empty(W.shape, X.dtype)
+        dX = _outputs.empty(X.shape, X.dtype) if need_dX else None
         self._C.dense_backward(dY, X, W, Y, _ACT[activation], dW, db, dX)
         return dX, dW, db
 
     # ------------------------------------------------------------------ activations
     def _unary(self, kernel, Z, *hyper):
         Z = _contig(Z)
-        Y = np.empty_like(Z)
+        Y = _outputs.empty(Z.shape, Z.dtype)
         kernel(Z, Y, *hyper)
         return Y
 
     def _binary(self, kernel, dY, Z, Y, *hyper):
         dY, Z, Y = _contig(dY), _contig(Z), _contig(Y)
-        dZ = np.empty_like(dY)
+        dZ = _outputs.empty(dY.shape, dY.dtype)
         out = kernel(dY, Z, Y, dZ, *hyper)
         return dZ, out
 
@@ -247,7 +248,7 @@ class CppBackend(NumpyBackend):
         if not ok:
             return super().prelu_forward(Z, alpha)
         Z, alpha = _contig(Z), _contig(alpha)
-        Y = np.empty_like(Z)
+        Y = _outputs.empty(Z.shape, Z.dtype)
         self._C.prelu_forward(Z, alpha, Y)
         return Y
 
@@ -257,8 +258,8 @@ class CppBackend(NumpyBackend):
         if not ok:
             return super().prelu_backward(dY, Z, Y, alpha, param_grad)
         dY, Z, alpha = _contig(dY), _contig(Z), _contig(alpha)
-        dZ = np.empty_like(dY)
-        dalpha = np.empty_like(alpha) if param_grad else None
+        dZ = _outputs.empty(dY.shape, dY.dtype)
+        dalpha = _outputs.empty(alpha.shape, alpha.dtype) if param_grad else None
         self._C.prelu_backward(dY, Z, alpha, dZ, dalpha)
         return dZ, dalpha
 
@@ -365,7 +366,7 @@ class CppBackend(NumpyBackend):
         if not (_floats(dY, Y) and _same_shape(dY, Y) and dY.ndim >= 1):
             return super().softmax_backward(dY, Z, Y)
         dY, Y = _contig(dY), _contig(Y)
-        dZ = np.empty_like(dY)
+        dZ = _outputs.empty(dY.shape, dY.dtype)
         self._C.softmax_backward(dY, Y, dZ)
         return dZ
 
@@ -378,7 +379,7 @@ class CppBackend(NumpyBackend):
         if not (_floats(dY, Y) and _same_shape(dY, Y) and dY.ndim >= 1):
             return super().log_softmax_backward(dY, Z, Y)
         dY, Y = _contig(dY), _contig(Y)
-        dZ = np.empty_like(dY)
+        dZ = _outputs.empty(dY.shape, dY.dtype)
         self._C.log_softmax_backward(dY, Y, dZ)
         return dZ
 
@@ -387,8 +388,8 @@ class CppBackend(NumpyBackend):
         """Call a loss kernel: (output, target, r, *extra, L, G) -> sum of the losses."""
         mean = reduction == "mean"
         r = 1.0 / count if mean else 1.0
-        L = np.empty(L_shape if L_shape is not None else output.shape, output.dtype) if reduction == "none" else None
-        G = np.empty_like(output) if need_grad else None
+        L = _outputs.empty(L_shape if L_shape is not None else output.shape, output.dtype) if reduction == "none" else None
+        G = _outputs.empty(output.shape, output.dtype) if need_grad else None
         total = kernel(output, target, r, *extra, L, G)
         if reduction == "none":
             return L, G

@@ -46,6 +46,7 @@ except ImportError as exc:  # pragma: no cover - exercised where scipy is absent
     ) from exc
 
 from . import _numba_kernels as K
+from . import _outputs
 from .._validate import as_labels
 from .base import _SINC_SERIES_BOUND, FUSED_ACTIVATIONS, SELU_ALPHA, SELU_SCALE
 from .numpy_backend import NumpyBackend
@@ -402,7 +403,7 @@ class NumbaBackend(NumpyBackend):
             raise ValueError(f"dense_forward: X is {X.shape} but W is {W.shape}; expected W of shape (out, {Kin})")
         if b is not None and b.shape != (M,):
             raise ValueError(f"dense_forward: bias of shape {b.shape}, expected ({M},)")
-        Y = np.empty((N, M), X.dtype)
+        Y = _outputs.empty((N, M), X.dtype)
         bias = _c(b) if b is not None else _empty(X.dtype)
         K.dense_forward(_c(X), _c(W), bias, _FUSED_CODES[activation], Y)
         return Y
@@ -425,10 +426,10 @@ class NumbaBackend(NumpyBackend):
         if db is not None and db.shape != (M,):
             raise ValueError(f"dense_backward: db has shape {db.shape}, expected ({M},)")
         dtype = X.dtype
-        dW_out = dW if dW is not None else np.empty((M, Kin), dtype)
-        dX = np.empty((N, Kin), dtype) if need_dX else np.empty((0, 0), dtype)
+        dW_out = dW if dW is not None else _outputs.empty((M, Kin), dtype)
+        dX = _outputs.empty((N, Kin), dtype) if need_dX else np.empty((0, 0), dtype)
         K.dense_backward(_c(dY), _c(X), _c(W),
-                         _c(Y), _FUSED_CODES[activation], np.empty((N, M), dtype),
+                         _c(Y), _FUSED_CODES[activation], _outputs.empty((N, M), dtype),
                          dW_out, db if db is not None else _empty(dtype), dX)
         return (dX if need_dX else None), dW_out, db
 
@@ -456,7 +457,7 @@ class NumbaBackend(NumpyBackend):
         """``kernel(Z, *args)`` into a new array, or its parallel driver with the op's ``code``
         and hyper-parameters ``h0, h1, consts`` (as ``_activation_forward`` takes them)."""
         Z = _c(Z)
-        Y = np.empty_like(Z)
+        Y = _outputs.empty(Z.shape, Z.dtype)
         z, y, t = Z.reshape(-1), Y.reshape(-1), Z.dtype.type
         if Z.size < self.parallel_min_size:  # the common case, without building the driver's arguments
             kernel(z, y, *args)
@@ -470,7 +471,7 @@ class NumbaBackend(NumpyBackend):
         """``(dZ, kernel(dY, Z, Y, dZ, *args))``, or the parallel driver as in :meth:`_forward`
         (its result: the float64 parameter gradient of silu and softplus)."""
         _same_shape(kernel.__name__, dY, Z, Y)
-        dZ = np.empty(dY.shape, dY.dtype)
+        dZ = _outputs.empty(dY.shape, dY.dtype)
         flat, t = (_flat(dY), _flat(Z), _flat(Y), dZ.reshape(-1)), dY.dtype.type
         if dY.size < self.parallel_min_size:
             return dZ, kernel(*flat, *args)
@@ -536,7 +537,7 @@ class NumbaBackend(NumpyBackend):
         if not _native(Z, alpha) or Z.ndim == 0 or alpha.size not in (1, Z.shape[-1]):
             return super().prelu_forward(Z, alpha)
         Z = _c(Z)
-        Y = np.empty_like(Z)
+        Y = _outputs.empty(Z.shape, Z.dtype)
         C = Z.shape[-1]
         args = (Z.reshape(-1, C), _flat(alpha), Y.reshape(-1, C))
         self._run(K.prelu_forward, K.prelu_forward, args, K.parallel_prelu_forward, args, Z.size,
@@ -548,7 +549,7 @@ class NumbaBackend(NumpyBackend):
             return super().prelu_backward(dY, Z, Y, alpha, param_grad)
         _same_shape("prelu_backward", dY, Z)
         C = Z.shape[-1]
-        dZ = np.empty(dY.shape, dY.dtype)
+        dZ = _outputs.empty(dY.shape, dY.dtype)
         dalpha = np.zeros(alpha.size, np.float64)
         args = (_c(dY).reshape(-1, C), _c(Z).reshape(-1, C), _flat(alpha), dZ.reshape(-1, C), dalpha,
                 bool(param_grad))
@@ -672,7 +673,7 @@ class NumbaBackend(NumpyBackend):
         ``driver`` (``log``: the log-softmax kernel); returns the new output."""
         C = arrays[0].shape[-1]
         rows = [_c(a).reshape(-1, C) for a in arrays]
-        out = np.empty(arrays[0].shape, arrays[0].dtype)
+        out = _outputs.empty(arrays[0].shape, arrays[0].dtype)
         rows.append(out.reshape(-1, C))
         self._run(kernel, kernel, rows, driver, (log, *rows), out.size, rows[0].shape[0])
         return out
@@ -715,8 +716,8 @@ class NumbaBackend(NumpyBackend):
     def _elementwise_loss(self, kernel, output, target, reduction, need_grad, *hyper):
         dtype = output.dtype
         O, T = _flat(output), _flat(target)
-        L = np.empty(output.shape, dtype) if reduction not in ("mean", "sum") else None
-        G = np.empty(output.shape, dtype) if need_grad else None
+        L = _outputs.empty(output.shape, dtype) if reduction not in ("mean", "sum") else None
+        G = _outputs.empty(output.shape, dtype) if need_grad else None
         r = dtype.type(self._scale(reduction, output.size))
         total = kernel(O, T, *hyper, r, bool(need_grad),
                        L.reshape(-1) if L is not None else _empty(dtype),
@@ -750,8 +751,8 @@ class NumbaBackend(NumpyBackend):
             return super().bce_loss(prob, target, reduction, need_grad)
         # the kernel takes (P, T, r, floor, ...): pass floor through the hyper slot order
         dtype = prob.dtype
-        L = np.empty(prob.shape, dtype) if reduction not in ("mean", "sum") else None
-        G = np.empty(prob.shape, dtype) if need_grad else None
+        L = _outputs.empty(prob.shape, dtype) if reduction not in ("mean", "sum") else None
+        G = _outputs.empty(prob.shape, dtype) if need_grad else None
         r = dtype.type(self._scale(reduction, prob.size))
         total = K.bce_loss(_flat(prob), _flat(target), r, _consts(dtype, -100.0, 1e-12), bool(need_grad),
                            L.reshape(-1) if L is not None else _empty(dtype),
@@ -785,8 +786,8 @@ class NumbaBackend(NumpyBackend):
             labels, P = np.empty(0, np.int64), _c(target)
         else:
             labels, P = self._labels(target, N, C, "cross_entropy_loss"), X
-        L = np.empty(N, dtype) if reduction not in ("mean", "sum") else None
-        G = np.empty((N, C), dtype) if need_grad else None
+        L = _outputs.empty(N, dtype) if reduction not in ("mean", "sum") else None
+        G = _outputs.empty((N, C), dtype) if need_grad else None
         r = dtype.type(self._scale(reduction, N))
         total = K.cross_entropy_loss(X, labels, P, probs, dtype.type(label_smoothing), r, bool(need_grad),
                                      L if L is not None else _empty(dtype),
@@ -800,8 +801,8 @@ class NumbaBackend(NumpyBackend):
         N, C = logp.shape
         dtype = logp.dtype
         labels = self._labels(target, N, C, "nll_loss")
-        L = np.empty(N, dtype) if reduction not in ("mean", "sum") else None
-        G = np.empty((N, C), dtype) if need_grad else None
+        L = _outputs.empty(N, dtype) if reduction not in ("mean", "sum") else None
+        G = _outputs.empty((N, C), dtype) if need_grad else None
         r = dtype.type(self._scale(reduction, N))
         total = K.nll_loss(_c(logp), labels, r, bool(need_grad),
                            L if L is not None else _empty(dtype), G if G is not None else np.empty((0, 0), dtype))
