@@ -746,11 +746,12 @@ def log_softmax_backward(dY, Z, Y, dZ):
             dZ[r, j] = dY[r, j] - np.exp(Y[r, j]) * s
 
 
-# Dispatch of an elementwise activation by code (train_step and the parallel drivers).
-# h = (h0, h1) its hyper-parameters and consts the constants of gelu or sinc's backward,
-# all cast to the dtype.
+# An elementwise activation by its code: the one entry point of the standalone ops (serial
+# here, parallel in the drivers below) and of train_step. h0, h1 its hyper-parameters
+# (leaky_relu: slope; elu/selu: alpha, scale; silu: beta; softplus: beta, threshold; sinc:
+# the scale of z) and consts the constants of gelu and of sinc's backward, all cast to the dtype.
 @kernel
-def _activation_forward(code, Z, Y, h0, h1, consts):
+def activation_forward(code, Z, Y, h0, h1, consts):
     if code == ACT_IDENTITY:
         identity_forward(Z, Y)
     elif code == ACT_RELU:
@@ -783,8 +784,10 @@ def _activation_forward(code, Z, Y, h0, h1, consts):
         step_forward(Z, Y)
 
 
+# dZ (which may alias dY); with need_param, returns the float64 d(beta) of silu and softplus
+# (0 otherwise)
 @kernel
-def _activation_backward(code, dY, Z, Y, dZ, h0, h1, consts):
+def activation_backward(code, dY, Z, Y, dZ, h0, h1, consts, need_param):
     if code == ACT_IDENTITY:
         identity_backward(dY, Z, Y, dZ)
     elif code == ACT_RELU:
@@ -802,9 +805,9 @@ def _activation_backward(code, dY, Z, Y, dZ, h0, h1, consts):
     elif code == ACT_GELU_TANH:
         gelu_backward(dY, Z, Y, dZ, True, consts)
     elif code == ACT_SILU:
-        silu_backward(dY, Z, Y, dZ, h0, False)
+        return silu_backward(dY, Z, Y, dZ, h0, need_param)
     elif code == ACT_SOFTPLUS:
-        softplus_backward(dY, Z, Y, dZ, h0, h1, False)
+        return softplus_backward(dY, Z, Y, dZ, h0, h1, need_param)
     elif code == ACT_MISH:
         mish_backward(dY, Z, Y, dZ)
     elif code == ACT_SOFTSIGN:
@@ -815,6 +818,7 @@ def _activation_backward(code, dY, Z, Y, dZ, h0, h1, consts):
         sinc_backward(dY, Z, Y, dZ, consts)
     elif code == ACT_STEP:
         step_backward(dY, Z, Y, dZ)
+    return np.float64(0.0)
 
 
 # ============================================================================ dense
@@ -1281,17 +1285,16 @@ def parallel_optimizer_step(chunk, code, p, g, s1, s2, s3, c):
         _optimizer_step(code, p[lo:hi], g[lo:hi], s1[lo:hi], s2[lo:hi], s3[lo:hi], c)
 
 
-# code, h0, h1, consts as _activation_forward; Z, Y flat
+# activation_forward over chunks; Z, Y flat
 @parallel
 def parallel_activation_forward(chunk, code, Z, Y, h0, h1, consts):
     n = Z.size
     for k in prange((n + chunk - 1) // chunk):
         lo, hi = _span(k, chunk, n)
-        _activation_forward(code, Z[lo:hi], Y[lo:hi], h0, h1, consts)
+        activation_forward(code, Z[lo:hi], Y[lo:hi], h0, h1, consts)
 
 
-# as _activation_backward, and for silu and softplus the parameter gradient (need_param):
-# returns its float64 sum (0 for the other codes)
+# activation_backward over chunks, the parameter gradient summed over their float64 partials
 @parallel
 def parallel_activation_backward(chunk, code, dY, Z, Y, dZ, h0, h1, consts, need_param):
     n = dY.size
@@ -1299,12 +1302,8 @@ def parallel_activation_backward(chunk, code, dY, Z, Y, dZ, h0, h1, consts, need
     partial = np.zeros(nc)
     for k in prange(nc):
         lo, hi = _span(k, chunk, n)
-        if code == ACT_SILU:
-            partial[k] = silu_backward(dY[lo:hi], Z[lo:hi], Y[lo:hi], dZ[lo:hi], h0, need_param)
-        elif code == ACT_SOFTPLUS:
-            partial[k] = softplus_backward(dY[lo:hi], Z[lo:hi], Y[lo:hi], dZ[lo:hi], h0, h1, need_param)
-        else:
-            _activation_backward(code, dY[lo:hi], Z[lo:hi], Y[lo:hi], dZ[lo:hi], h0, h1, consts)
+        partial[k] = activation_backward(code, dY[lo:hi], Z[lo:hi], Y[lo:hi], dZ[lo:hi], h0, h1, consts,
+                                         need_param)
     total = np.float64(0.0)
     for k in range(nc):
         total += partial[k]
@@ -1393,7 +1392,7 @@ def train_step(X, labels, T, loss, ls, r, layers, hyper, consts, params, grads, 
         else:
             Zf = Zbuf[z_off:z_off + N * n_out]
             dense_forward(A, W, b, ACT_IDENTITY, Zf.reshape((N, n_out)))
-            _activation_forward(act, Zf, Yf, hyper[l, 0], hyper[l, 1], consts)
+            activation_forward(act, Zf, Yf, hyper[l, 0], hyper[l, 1], consts)
         A = Y
     # loss and its gradient, into D0
     n_out = layers[nl - 1, 3]
@@ -1426,7 +1425,7 @@ def train_step(X, labels, T, loss, ls, r, layers, hyper, consts, params, grads, 
                            dYf.reshape((N, n_out)), dW, db, dX)
         else:
             Zf = Zbuf[z_off:z_off + N * n_out]
-            _activation_backward(act, dYf, Zf, Yf, dYf, hyper[l, 0], hyper[l, 1], consts)
+            activation_backward(act, dYf, Zf, Yf, dYf, hyper[l, 0], hyper[l, 1], consts, False)
             dense_backward(dYf.reshape((N, n_out)), A, W, Yf.reshape((N, n_out)), ACT_IDENTITY,
                            dYf.reshape((N, n_out)), dW, db, dX)
         dcur, dnext = dnext, dcur

@@ -56,6 +56,11 @@ __all__ = ["NumbaBackend"]
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _FUSED_CODES = {"identity": K.ACT_IDENTITY, "relu": K.ACT_RELU, "sigmoid": K.ACT_SIGMOID,
                 "tanh": K.ACT_TANH}
+# activation code -> op name, for the wrappers' error messages
+_ACT_NAMES = {getattr(K, f"ACT_{name.upper()}"): name
+              for name in ("identity", "relu", "sigmoid", "tanh", "leaky_relu", "elu", "selu", "gelu", "silu",
+                           "softplus", "mish", "softsign", "log_sigmoid", "sinc", "step")}
+_ACT_NAMES[K.ACT_GELU_TANH] = "gelu"
 
 
 def _native(*arrays: Any) -> bool:
@@ -96,8 +101,12 @@ def _same_shape(what: str, *arrays: np.ndarray) -> None:
             raise ValueError(f"{what}: arrays of shapes {[x.shape for x in arrays]} must have one shape")
 
 
+# a size-0 array per dtype: the "none" of a kernel's optional array argument (never written)
+_EMPTIES = {d: np.empty(0, d) for d in _FLOATS}
+
+
 def _empty(dtype) -> np.ndarray:
-    return np.empty(0, dtype)
+    return _EMPTIES[np.dtype(dtype)]
 
 
 def _consts(dtype, *values: float) -> np.ndarray:
@@ -374,7 +383,7 @@ class NumbaBackend(NumpyBackend):
 
     def __init__(self) -> None:
         self._plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self._paces: dict = {}  # (op key, dtype, size class) -> _Pace
+        self._paces: dict = {}  # ((op, variant, dtype), size class) -> _Pace
 
     def describe(self) -> str:
         import scipy
@@ -437,13 +446,14 @@ class NumbaBackend(NumpyBackend):
     def _run(self, key, kernel, args, driver, dargs, size: int, rows: int | None = None):
         """``kernel(*args)``, or ``driver(chunk, *dargs)`` over numba's threads (chunks of
         elements, or of ``rows`` rows): from :attr:`parallel_min_size` elements, with two
-        threads or more, when the :class:`_Pace` of ``key`` finds the driver the faster."""
+        threads or more, when the :class:`_Pace` of ``key`` (the op, its variant and dtype) and
+        the size class finds the driver the faster."""
         if size < self.parallel_min_size:
             return kernel(*args)
         threads = _parallel_threads()
         if threads < 2:
             return kernel(*args)
-        key = (key, args[0].dtype.char, size.bit_length())
+        key = (key, size.bit_length())
         pace = self._paces.get(key)
         if pace is None:
             pace = self._paces[key] = _Pace()
@@ -453,85 +463,83 @@ class NumbaBackend(NumpyBackend):
         pace.record(parallel, (time.perf_counter() - start) / size)
         return out
 
-    def _forward(self, kernel, Z, *args, code: int, h0: float = 0.0, h1: float = 0.0, consts=None):
-        """``kernel(Z, *args)`` into a new array, or its parallel driver with the op's ``code``
-        and hyper-parameters ``h0, h1, consts`` (as ``_activation_forward`` takes them)."""
+    def _forward(self, Z, code: int, h0: float = 0.0, h1: float = 0.0, consts=None):
+        """The activation ``code`` of ``Z`` into a new array (``K.activation_forward``, or its
+        parallel driver), with its hyper-parameters ``h0, h1`` and constants ``consts``."""
         Z = _c(Z)
         Y = _outputs.empty(Z.shape, Z.dtype)
-        z, y, t = Z.reshape(-1), Y.reshape(-1), Z.dtype.type
-        if Z.size < self.parallel_min_size:  # the common case, without building the driver's arguments
-            kernel(z, y, *args)
+        t = Z.dtype.type
+        args = (code, Z.reshape(-1), Y.reshape(-1), t(h0), t(h1), _empty(Z.dtype) if consts is None else consts)
+        if Z.size < self.parallel_min_size:  # the common case, without the pace
+            K.activation_forward(*args)
         else:
-            self._run((kernel, code), kernel, (z, y, *args), K.parallel_activation_forward,
-                      (code, z, y, t(h0), t(h1), _empty(Z.dtype) if consts is None else consts), Z.size)
+            self._run(("activation_forward", code, Z.dtype.char), K.activation_forward, args, K.parallel_activation_forward,
+                      args, Z.size)
         return Y
 
-    def _backward(self, kernel, dY, Z, Y, *args, code: int, h0: float = 0.0, h1: float = 0.0, consts=None,
+    def _backward(self, dY, Z, Y, code: int, h0: float = 0.0, h1: float = 0.0, consts=None,
                   need_param: bool = False):
-        """``(dZ, kernel(dY, Z, Y, dZ, *args))``, or the parallel driver as in :meth:`_forward`
-        (its result: the float64 parameter gradient of silu and softplus)."""
-        _same_shape(kernel.__name__, dY, Z, Y)
+        """``(dZ, d_param)`` of the activation ``code`` as in :meth:`_forward`; ``d_param``: the
+        float64 parameter gradient of silu and softplus when ``need_param`` (else 0)."""
+        _same_shape(_ACT_NAMES[code] + "_backward", dY, Z, Y)
         dZ = _outputs.empty(dY.shape, dY.dtype)
-        flat, t = (_flat(dY), _flat(Z), _flat(Y), dZ.reshape(-1)), dY.dtype.type
+        t = dY.dtype.type
+        args = (code, _flat(dY), _flat(Z), _flat(Y), dZ.reshape(-1), t(h0), t(h1),
+                _empty(dY.dtype) if consts is None else consts, need_param)
         if dY.size < self.parallel_min_size:
-            return dZ, kernel(*flat, *args)
-        dargs = (code, *flat, t(h0), t(h1), _empty(dY.dtype) if consts is None else consts, need_param)
-        return dZ, self._run((kernel, code, need_param), kernel, (*flat, *args),
-                             K.parallel_activation_backward, dargs, dY.size)
+            return dZ, K.activation_backward(*args)
+        return dZ, self._run(("activation_backward", code, need_param, dY.dtype.char), K.activation_backward, args,
+                             K.parallel_activation_backward, args, dY.size)
 
     def sigmoid_forward(self, Z):
         if not _native(Z):
             return super().sigmoid_forward(Z)
-        return self._forward(K.sigmoid_forward, Z, code=K.ACT_SIGMOID)
+        return self._forward(Z, K.ACT_SIGMOID)
 
     def sigmoid_backward(self, dY, Z, Y):
         if not _native(dY, Z, Y):
             return super().sigmoid_backward(dY, Z, Y)
-        return self._backward(K.sigmoid_backward, dY, Z, Y, code=K.ACT_SIGMOID)[0]
+        return self._backward(dY, Z, Y, K.ACT_SIGMOID)[0]
 
     def tanh_forward(self, Z):
         if not _native(Z):
             return super().tanh_forward(Z)
-        return self._forward(K.tanh_forward, Z, code=K.ACT_TANH)
+        return self._forward(Z, K.ACT_TANH)
 
     def tanh_backward(self, dY, Z, Y):
         if not _native(dY, Z, Y):
             return super().tanh_backward(dY, Z, Y)
-        return self._backward(K.tanh_backward, dY, Z, Y, code=K.ACT_TANH)[0]
+        return self._backward(dY, Z, Y, K.ACT_TANH)[0]
 
     def relu_forward(self, Z):
         if not _native(Z):
             return super().relu_forward(Z)
-        return self._forward(K.relu_forward, Z, code=K.ACT_RELU)
+        return self._forward(Z, K.ACT_RELU)
 
     def relu_backward(self, dY, Z, Y):
         if not _native(dY, Z, Y):
             return super().relu_backward(dY, Z, Y)
-        return self._backward(K.relu_backward, dY, Z, Y, code=K.ACT_RELU)[0]
+        return self._backward(dY, Z, Y, K.ACT_RELU)[0]
 
     def leaky_relu_forward(self, Z, negative_slope: float = 0.01):
         if not _native(Z):
             return super().leaky_relu_forward(Z, negative_slope)
-        return self._forward(K.leaky_relu_forward, Z, Z.dtype.type(negative_slope), code=K.ACT_LEAKY_RELU,
-                             h0=negative_slope)
+        return self._forward(Z, K.ACT_LEAKY_RELU, negative_slope)
 
     def leaky_relu_backward(self, dY, Z, Y, negative_slope: float = 0.01):
         if not _native(dY, Z, Y):
             return super().leaky_relu_backward(dY, Z, Y, negative_slope)
-        return self._backward(K.leaky_relu_backward, dY, Z, Y, dY.dtype.type(negative_slope),
-                              code=K.ACT_LEAKY_RELU, h0=negative_slope)[0]
+        return self._backward(dY, Z, Y, K.ACT_LEAKY_RELU, negative_slope)[0]
 
     def elu_forward(self, Z, alpha: float = 1.0):
         if not _native(Z):
             return super().elu_forward(Z, alpha)
-        t = Z.dtype.type
-        return self._forward(K.elu_forward, Z, t(alpha), t(1.0), code=K.ACT_ELU, h0=alpha, h1=1.0)
+        return self._forward(Z, K.ACT_ELU, alpha, 1.0)
 
     def elu_backward(self, dY, Z, Y, alpha: float = 1.0):
         if not _native(dY, Z, Y):
             return super().elu_backward(dY, Z, Y, alpha)
-        t = dY.dtype.type
-        return self._backward(K.elu_backward, dY, Z, Y, t(alpha), t(1.0), code=K.ACT_ELU, h0=alpha, h1=1.0)[0]
+        return self._backward(dY, Z, Y, K.ACT_ELU, alpha, 1.0)[0]
 
     def prelu_forward(self, Z, alpha):
         if not _native(Z, alpha) or Z.ndim == 0 or alpha.size not in (1, Z.shape[-1]):
@@ -540,7 +548,7 @@ class NumbaBackend(NumpyBackend):
         Y = _outputs.empty(Z.shape, Z.dtype)
         C = Z.shape[-1]
         args = (Z.reshape(-1, C), _flat(alpha), Y.reshape(-1, C))
-        self._run(K.prelu_forward, K.prelu_forward, args, K.parallel_prelu_forward, args, Z.size,
+        self._run((K.prelu_forward, Z.dtype.char), K.prelu_forward, args, K.parallel_prelu_forward, args, Z.size,
                   args[0].shape[0])
         return Y
 
@@ -553,7 +561,7 @@ class NumbaBackend(NumpyBackend):
         dalpha = np.zeros(alpha.size, np.float64)
         args = (_c(dY).reshape(-1, C), _c(Z).reshape(-1, C), _flat(alpha), dZ.reshape(-1, C), dalpha,
                 bool(param_grad))
-        self._run((K.prelu_backward, bool(param_grad)), K.prelu_backward, args, K.parallel_prelu_backward,
+        self._run((K.prelu_backward, bool(param_grad), dZ.dtype.char), K.prelu_backward, args, K.parallel_prelu_backward,
                   args, dZ.size, args[0].shape[0])
         if not param_grad:
             return dZ, None
@@ -562,111 +570,100 @@ class NumbaBackend(NumpyBackend):
     def softplus_forward(self, Z, beta: float = 1.0, threshold: float = 20.0):
         if not _native(Z):
             return super().softplus_forward(Z, beta, threshold)
-        t = Z.dtype.type
-        return self._forward(K.softplus_forward, Z, t(beta), t(threshold), code=K.ACT_SOFTPLUS, h0=beta,
-                             h1=threshold)
+        return self._forward(Z, K.ACT_SOFTPLUS, beta, threshold)
 
     def softplus_backward(self, dY, Z, Y, beta: float = 1.0, threshold: float = 20.0,
                           param_grad: bool = True):
         if not _native(dY, Z, Y):
             return super().softplus_backward(dY, Z, Y, beta, threshold, param_grad)
-        t = dY.dtype.type
-        dZ, acc = self._backward(K.softplus_backward, dY, Z, Y, t(beta), t(threshold), bool(param_grad),
-                                 code=K.ACT_SOFTPLUS, h0=beta, h1=threshold, need_param=bool(param_grad))
+        dZ, acc = self._backward(dY, Z, Y, K.ACT_SOFTPLUS, beta, threshold, need_param=bool(param_grad))
         return dZ, (np.array([acc], dY.dtype) if param_grad else None)
 
     def softsign_forward(self, Z):
         if not _native(Z):
             return super().softsign_forward(Z)
-        return self._forward(K.softsign_forward, Z, code=K.ACT_SOFTSIGN)
+        return self._forward(Z, K.ACT_SOFTSIGN)
 
     def softsign_backward(self, dY, Z, Y):
         if not _native(dY, Z, Y):
             return super().softsign_backward(dY, Z, Y)
-        return self._backward(K.softsign_backward, dY, Z, Y, code=K.ACT_SOFTSIGN)[0]
+        return self._backward(dY, Z, Y, K.ACT_SOFTSIGN)[0]
 
     def log_sigmoid_forward(self, Z):
         if not _native(Z):
             return super().log_sigmoid_forward(Z)
-        return self._forward(K.log_sigmoid_forward, Z, code=K.ACT_LOG_SIGMOID)
+        return self._forward(Z, K.ACT_LOG_SIGMOID)
 
     def log_sigmoid_backward(self, dY, Z, Y):
         if not _native(dY, Z, Y):
             return super().log_sigmoid_backward(dY, Z, Y)
-        return self._backward(K.log_sigmoid_backward, dY, Z, Y, code=K.ACT_LOG_SIGMOID)[0]
+        return self._backward(dY, Z, Y, K.ACT_LOG_SIGMOID)[0]
 
     def silu_forward(self, Z, beta: float = 1.0):
         if not _native(Z):
             return super().silu_forward(Z, beta)
-        return self._forward(K.silu_forward, Z, Z.dtype.type(beta), code=K.ACT_SILU, h0=beta)
+        return self._forward(Z, K.ACT_SILU, beta)
 
     def silu_backward(self, dY, Z, Y, beta: float = 1.0, param_grad: bool = True):
         if not _native(dY, Z, Y):
             return super().silu_backward(dY, Z, Y, beta, param_grad)
-        dZ, acc = self._backward(K.silu_backward, dY, Z, Y, dY.dtype.type(beta), bool(param_grad),
-                                 code=K.ACT_SILU, h0=beta, need_param=bool(param_grad))
+        dZ, acc = self._backward(dY, Z, Y, K.ACT_SILU, beta, need_param=bool(param_grad))
         return dZ, (np.array([acc], dY.dtype) if param_grad else None)
 
     def mish_forward(self, Z):
         if not _native(Z):
             return super().mish_forward(Z)
-        return self._forward(K.mish_forward, Z, code=K.ACT_MISH)
+        return self._forward(Z, K.ACT_MISH)
 
     def mish_backward(self, dY, Z, Y):
         if not _native(dY, Z, Y):
             return super().mish_backward(dY, Z, Y)
-        return self._backward(K.mish_backward, dY, Z, Y, code=K.ACT_MISH)[0]
+        return self._backward(dY, Z, Y, K.ACT_MISH)[0]
 
     def gelu_forward(self, Z, approximate: str = "none"):
         if not _native(Z):
             return super().gelu_forward(Z, approximate)
         tanh, consts = approximate == "tanh", _consts(Z.dtype, *_GELU_CONSTS)
-        return self._forward(K.gelu_forward, Z, tanh, consts, code=K.ACT_GELU_TANH if tanh else K.ACT_GELU,
-                             consts=consts)
+        return self._forward(Z, K.ACT_GELU_TANH if tanh else K.ACT_GELU, consts=consts)
 
     def gelu_backward(self, dY, Z, Y, approximate: str = "none"):
         if not _native(dY, Z, Y):
             return super().gelu_backward(dY, Z, Y, approximate)
         tanh, consts = approximate == "tanh", _consts(dY.dtype, *_GELU_CONSTS)
-        return self._backward(K.gelu_backward, dY, Z, Y, tanh, consts,
-                              code=K.ACT_GELU_TANH if tanh else K.ACT_GELU, consts=consts)[0]
+        return self._backward(dY, Z, Y, K.ACT_GELU_TANH if tanh else K.ACT_GELU, consts=consts)[0]
 
     def selu_forward(self, Z):
         if not _native(Z):
             return super().selu_forward(Z)
-        t = Z.dtype.type
-        return self._forward(K.selu_forward, Z, t(SELU_ALPHA), t(SELU_SCALE), code=K.ACT_SELU, h0=SELU_ALPHA,
-                             h1=SELU_SCALE)
+        return self._forward(Z, K.ACT_SELU, SELU_ALPHA, SELU_SCALE)
 
     def selu_backward(self, dY, Z, Y):
         if not _native(dY, Z, Y):
             return super().selu_backward(dY, Z, Y)
-        t = dY.dtype.type
-        return self._backward(K.selu_backward, dY, Z, Y, t(SELU_ALPHA), t(SELU_SCALE), code=K.ACT_SELU,
-                              h0=SELU_ALPHA, h1=SELU_SCALE)[0]
+        return self._backward(dY, Z, Y, K.ACT_SELU, SELU_ALPHA, SELU_SCALE)[0]
 
     def sinc_forward(self, Z, normalized: bool = False):
         if not _native(Z):
             return super().sinc_forward(Z, normalized)
         scale = math.pi if normalized else 1.0
-        return self._forward(K.sinc_forward, Z, Z.dtype.type(scale), code=K.ACT_SINC, h0=scale)
+        return self._forward(Z, K.ACT_SINC, scale)
 
     def sinc_backward(self, dY, Z, Y, normalized: bool = False):
         if not _native(dY, Z, Y):
             return super().sinc_backward(dY, Z, Y, normalized)
         consts = _consts(dY.dtype, math.pi if normalized else 1.0, _SINC_SERIES_BOUND, 1 / 3, 1 / 30,
                          1 / 840, 1 / 45360)
-        return self._backward(K.sinc_backward, dY, Z, Y, consts, code=K.ACT_SINC, consts=consts)[0]
+        return self._backward(dY, Z, Y, K.ACT_SINC, consts=consts)[0]
 
     def step_forward(self, Z):
         if not _native(Z):
             return super().step_forward(Z)
-        return self._forward(K.step_forward, Z, code=K.ACT_STEP)
+        return self._forward(Z, K.ACT_STEP)
 
     def step_backward(self, dY, Z, Y):
         if not _native(dY, Z, Y):
             return super().step_backward(dY, Z, Y)
-        return self._backward(K.step_backward, dY, Z, Y, code=K.ACT_STEP)[0]
+        return self._backward(dY, Z, Y, K.ACT_STEP)[0]
 
     def _rows(self, kernel, driver, log: bool, *arrays):
         """Run a last-axis kernel on ``(rows, C)`` views, or above the threshold its parallel
@@ -675,7 +672,7 @@ class NumbaBackend(NumpyBackend):
         rows = [_c(a).reshape(-1, C) for a in arrays]
         out = _outputs.empty(arrays[0].shape, arrays[0].dtype)
         rows.append(out.reshape(-1, C))
-        self._run(kernel, kernel, rows, driver, (log, *rows), out.size, rows[0].shape[0])
+        self._run((kernel, out.dtype.char), kernel, rows, driver, (log, *rows), out.size, rows[0].shape[0])
         return out
 
     def softmax_forward(self, Z):
@@ -835,7 +832,7 @@ class NumbaBackend(NumpyBackend):
             kernel(p, g, *states, c)
             return
         pad = (_empty(p.dtype),) * (3 - len(states))
-        self._run(kernel, kernel, (p, g, *states, c), K.parallel_optimizer_step,
+        self._run((kernel, p.dtype.char), kernel, (p, g, *states, c), K.parallel_optimizer_step,
                   (code, p, g, *states, *pad, c), p.size)
 
     def sgd_step(self, p, g, momentum_buffer, lr: float, step: int, momentum: float = 0.0,
