@@ -474,8 +474,9 @@ def test_threads_give_the_reference_results(cpp):
 # Big enough that the pool splits them (one thread per 2^18 multiply-adds of a layer): the
 # row, unit and column splits, the odd batch, a layer narrower than 8 units per thread
 # (dW by input columns) and an activation layer between dense ones.
-POOL_LAYERS = lambda: [L.Linear(301, 129, rng=2), L.ReLU(), L.Linear(129, 67, rng=3), L.Tanh(), L.Mish(),
-                       L.Linear(67, 5, rng=4)]
+def POOL_LAYERS():  # a fresh list of the layers at each call
+    return [L.Linear(301, 129, rng=2), L.ReLU(), L.Linear(129, 67, rng=3), L.Tanh(), L.Mish(),
+            L.Linear(67, 5, rng=4)]
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3, 4])

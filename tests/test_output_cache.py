@@ -58,8 +58,16 @@ def test_a_freed_output_is_reused(cache):
 def test_a_referenced_output_is_never_reused(cache, hold):
     a = _outputs.empty(N, np.float32)
     a[:] = 7
-    keep = {"array": lambda: a, "slice": lambda: a[5:9], "reshape": lambda: a.reshape(2, -1),
-            "memoryview": lambda: memoryview(a), "list": lambda: [a]}[hold]()
+    if hold == "array":
+        keep = a
+    elif hold == "slice":
+        keep = a[5:9]
+    elif hold == "reshape":
+        keep = a.reshape(2, -1)
+    elif hold == "memoryview":
+        keep = memoryview(a)
+    else:
+        keep = [a]
     where = address(a)
     del a
     b = _outputs.empty(N, np.float32)

@@ -45,9 +45,9 @@ except ImportError as exc:  # pragma: no cover - exercised where scipy is absent
         "(pip install 'fastmlp[numba]')"
     ) from exc
 
+from .._validate import as_labels
 from . import _numba_kernels as K
 from . import _outputs
-from .._validate import as_labels
 from .base import _SINC_SERIES_BOUND, FUSED_ACTIVATIONS, SELU_ALPHA, SELU_SCALE
 from .numpy_backend import NumpyBackend
 
