@@ -127,6 +127,23 @@ def _f32_from_bits_jit(i):
     return lambda i: _bitcast_i32_f32(np.int32(i))
 
 
+# The float64 whose bits are the int64 i, as _f32_from_bits.
+def _f64_from_bits(i):
+    return np.array(i, np.int64).view(np.float64)[()]
+
+
+@numba.extending.intrinsic
+def _bitcast_i64_f64(typingctx, i):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], llvmlite.ir.DoubleType())
+    return numba.types.float64(numba.types.int64), codegen
+
+
+@numba.extending.overload(_f64_from_bits, inline="always")
+def _f64_from_bits_jit(i):
+    return lambda i: _bitcast_i64_f64(np.int64(i))
+
+
 # Whether an array holds float32: inside the JIT a constant of its type, so the branch a kernel
 # does not take is compiled out. A run-time test (``Z.itemsize == 4``) left both branches, the
 # float64 libm call included, in loops LLVM did not unswitch: silu's d(beta) loop ran 2.5x
@@ -245,19 +262,80 @@ def _erff(x):
     return -r if x < _0 else r
 
 
+# float64 exp, expm1 and tanh that vectorise, for the float64 kernels (Cephes exp.c, expm1.c,
+# tanh.c; libm's are scalar calls here: float64 tanh f+b ran at 0.59x NumPy's SIMD tanh).
+# exp: n = round(x log2 e), r = x - n ln 2 (ln 2 in two parts), e^r = 1 + 2 r P(r^2) / (Q(r^2) -
+# r P(r^2)) (Pade), times 2^n built from its bits. x is clamped to [-708.39, 709.43] as _expf
+# clamps: 0 below (the true value is a denormal), 1.4e308 above (not inf; the kernels only take
+# exp of arguments <= 20). NaN passes through. Max error 3.1e-16 relative (measured against
+# math.exp on 2M points of [-700, 700] and 1M of [-1, 1]).
+_EXPD_P = (1.26177193074810590878e-4, 3.02994407707441961300e-2, 9.99999999999999999910e-1)
+_EXPD_Q = (3.00198505138664455042e-6, 2.52448340349684104192e-3, 2.27265548208155028766e-1,
+           2.00000000000000000009e0)
+_LN2D_HI = 6.93145751953125e-1
+_LN2D_LO = 1.42860682030941723212e-6
+_EXPD_LO = -708.39
+_EXPD_HI = 709.43  # n <= 1023: 2^n stays finite
+
+
+@helper
+def _expd_pade(r):
+    # e^r - 1 for |r| <= ln2 / 2, as 2 r P / (Q - r P)
+    r2 = r * r
+    p0, p1, p2 = _EXPD_P
+    q0, q1, q2, q3 = _EXPD_Q
+    px = r * ((p0 * r2 + p1) * r2 + p2)
+    return 2.0 * px / ((((q0 * r2 + q1) * r2 + q2) * r2 + q3) - px)
+
+
+@helper
+def _expd(x):
+    xc = _EXPD_LO if not x >= _EXPD_LO else (_EXPD_HI if x > _EXPD_HI else x)
+    n = np.floor(xc * 1.4426950408889634 + 0.5)
+    r = xc - n * _LN2D_HI - n * _LN2D_LO
+    y = (1.0 + _expd_pade(r)) * _f64_from_bits((np.int64(n) + 1023) << 52)
+    y = y if x >= _EXPD_LO else 0.0 * y
+    return y if x == x else x
+
+
+# expm1: the Pade form itself where |x| <= 1/2 (no cancellation), else e^x - 1. Max error
+# 5.9e-16 relative (against math.expm1 on 2M points of [-40, 0], 1M of [-1, 1] and of
+# [-1e-6, 1e-6]).
+@helper
+def _expm1d(x):
+    return _expd_pade(x) if abs(x) <= 0.5 else _expd(x) - 1.0
+
+
+# tanh: below |x| = 0.625, x (1 + x^2 P(x^2) / Q(x^2)); above, 1 - 2 / (e^{2|x|} + 1). Max error
+# 4.4e-16 relative (against math.tanh on 2M points of [-20, 20] and of [-1, 1]); tanh(-0) = -0.
+_TANHD_P = (-9.64399179425052238628e-1, -9.92877231001918586564e1, -1.61468768441708447952e3)
+_TANHD_Q = (1.12811678491632931402e2, 2.23548839060100448583e3, 4.84406305325125486048e3)
+
+
+@helper
+def _tanhd(x):
+    a = abs(x)
+    z = x * x
+    p0, p1, p2 = _TANHD_P
+    q0, q1, q2 = _TANHD_Q
+    small = x * (1.0 + z * (((p0 * z + p1) * z + p2) / (((z + q0) * z + q1) * z + q2)))  # keeps -0
+    big = 1.0 - 2.0 / (_expd(2.0 * a) + 1.0)
+    return small if a < 0.625 else (big if x > 0.0 else -big)  # NaN: -NaN
+
+
 @helper
 def _exp(x, fast):
-    return _expf(x) if fast else np.exp(x)
+    return _expf(x) if fast else _expd(x)
 
 
 @helper
 def _tanh(x, fast):
-    return _tanhf(x) if fast else np.tanh(x)
+    return _tanhf(x) if fast else _tanhd(x)
 
 
 @helper
 def _expm1(x, fast):
-    return _expm1f(x) if fast else np.expm1(x)
+    return _expm1f(x) if fast else _expm1d(x)
 
 
 @helper
