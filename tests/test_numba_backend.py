@@ -457,21 +457,24 @@ def test_float32_approximations_over_the_whole_range():
 
 
 def test_float64_approximations_over_the_whole_range():
-    """The vectorisable float64 exp/expm1/tanh/log1p behind the float64 kernels (tanh, sigmoid,
-    elu, selu, silu, mish, gelu tanh, softplus, log_sigmoid), against the float64 math
+    """The vectorisable float64 exp/expm1/tanh/log1p/erf behind the float64 kernels (every
+    transcendental activation), against the float64 math
     module from 1e-12 to 700, within 2e-15 relative (the table's float64 forward tolerance is
-    1e-12), and the special values with the sign of zero."""
+    1e-12; gelu also 1e-15 absolute), and the special values with the sign of zero."""
     mag = np.geomspace(1e-12, 700, 100_001 if JIT else 2_001)
     x = np.concatenate([-mag[::-1], [0.0], mag])
     tanh = np.array([math.tanh(v) for v in x])
     expm1 = np.array([math.expm1(v) for v in np.minimum(x, 0)])
     sigmoid = np.array([1 / (1 + math.exp(-v)) if v >= 0 else math.exp(v) / (1 + math.exp(v)) for v in x])
     log_sigmoid = np.array([min(v, 0.0) - math.log1p(math.exp(-abs(v))) for v in x])
-    for name, expected in (("tanh", tanh), ("elu", np.where(x > 0, x, expm1)), ("sigmoid", sigmoid),
-                           ("log_sigmoid", log_sigmoid)):
+    gelu = np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x])
+    # gelu: 1 + erf(z / sqrt 2) cancels for z < 0 (in the reference too): erf's 4e-16 absolute
+    for name, expected, atol in (("tanh", tanh, 1e-300), ("elu", np.where(x > 0, x, expm1), 1e-300),
+                                 ("sigmoid", sigmoid, 1e-300), ("log_sigmoid", log_sigmoid, 1e-300),
+                                 ("gelu", gelu, 1e-15)):
         got = getattr(NB, f"{name}_forward")(x)
         err = np.abs(got - expected)
-        bad = err > 2e-15 * np.abs(expected) + 1e-300
+        bad = err > 2e-15 * np.abs(expected) + atol
         assert not bad.any(), f"{name}: {bad.sum()} values off, worst at x={x[np.argmax(err)]}: {err.max():.3g}"
     special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 5e-324])
     with np.errstate(invalid="ignore", over="ignore"):
@@ -480,6 +483,7 @@ def test_float64_approximations_over_the_whole_range():
         assert np.signbit(got[4]) and not np.signbit(got[3])
         np.testing.assert_array_equal(NB.sigmoid_forward(special), [np.nan, 1, 0, 0.5, 0.5, 0.5])
         np.testing.assert_array_equal(NB.elu_forward(special), [np.nan, np.inf, -1, 0, -0.0, 5e-324])
+        np.testing.assert_array_equal(NB.gelu_forward(special), [np.nan, np.inf, np.nan, 0, -0.0, 0.0])
 
 
 def _edge_values(dtype):
