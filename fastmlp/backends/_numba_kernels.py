@@ -39,8 +39,6 @@ Conventions
 
 from __future__ import annotations
 
-import math
-
 import llvmlite.ir
 import numba
 import numba.extending
