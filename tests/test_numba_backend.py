@@ -196,16 +196,19 @@ def test_fused_step_follows_learning_rate_changes(fused_only):
         assert_matches(out[1][k], out[0][k], "float32", "step", None, k)
 
 
-def test_fused_step_reads_activation_hyper_parameters_at_every_step(fused_only):
+@pytest.mark.parametrize("activation, attribute, value", [(lambda: fastmlp.LeakyReLU(0.1), "negative_slope", 0.5),
+                                                        (lambda: fastmlp.GELU(), "approximate", "tanh")],
+                         ids=["leaky_relu", "gelu"])
+def test_fused_step_reads_activation_hyper_parameters_at_every_step(fused_only, activation, attribute, value):
     out = []
     for backend in ("numpy", "numba"):
-        model = fastmlp.Sequential(fastmlp.Linear(13, 17, rng=1), fastmlp.LeakyReLU(0.1),
+        model = fastmlp.Sequential(fastmlp.Linear(13, 17, rng=1), activation(),
                                    fastmlp.Linear(17, 4, rng=2), dtype="float64").to(backend)
-        opt = fastmlp.optim.SGD(model.parameters(), lr=0.1)
+        opt = fastmlp.optim.SGD(model.parameters(), lr=0.5)
         rng = np.random.default_rng(0)
-        X, y = rng.standard_normal((8, 13)), rng.integers(0, 4, 8)
+        X, y = rng.standard_normal((8, 13)) * 3, rng.integers(0, 4, 8)
         model.train_step(X, y, fastmlp.CrossEntropyLoss(), opt)
-        model.layers[1].negative_slope = 0.5
+        setattr(model.layers[1], attribute, value)
         model.train_step(X, y, fastmlp.CrossEntropyLoss(), opt)
         out.append(model.state_dict())
     assert len(fused_only) == 2
@@ -835,7 +838,7 @@ def test_serial_below_the_threshold_or_with_one_thread(monkeypatch, threads):
     monkeypatch.setattr(NBM, "_parallel_threads", lambda: threads)
     monkeypatch.setattr(type(NB), "parallel_min_size", 50)
     monkeypatch.setattr(NB, "_paces", {})  # no timings left by earlier tests: the first call is parallel
-    calls = _spy(monkeypatch, ["activation_forward", "parallel_activation_forward", "adam_step",
+    calls = _spy(monkeypatch, ["relu_forward", "parallel_activation_forward", "adam_step",
                                "parallel_optimizer_step"])
     parallel = int(threads > 1)
     # (serial kernel calls, driver calls); without the JIT the driver's own call of the kernel counts too
@@ -847,7 +850,7 @@ def test_serial_below_the_threshold_or_with_one_thread(monkeypatch, threads):
         NB.adam_step(p, g, m, v, None, lr=0.1, step=1)
         REF.adam_step(p_ref, g, m_ref, v_ref, None, lr=0.1, step=1)
         assert_matches(p, p_ref, "float64", "step")
-        assert (calls["activation_forward"], calls["parallel_activation_forward"]) == expected, n
+        assert (calls["relu_forward"], calls["parallel_activation_forward"]) == expected, n
         assert (calls["adam_step"], calls["parallel_optimizer_step"]) == expected, n
         calls.update(dict.fromkeys(calls, 0))
 
@@ -867,9 +870,9 @@ def test_loading_the_backend_compiles_nothing_and_the_disk_cache_is_used():
         import importlib, numpy as np, fastmlp
         be = fastmlp.get_backend("numba")
         K = importlib.import_module("fastmlp.backends._numba_kernels")
-        print(len(K.activation_forward.signatures))
+        print(len(K.relu_forward.signatures))
         be.relu_forward(np.ones(3, np.float32))
-        print(sum(K.activation_forward.stats.cache_hits.values()))
+        print(sum(K.relu_forward.stats.cache_hits.values()))
     """
     _python(code)  # fill the cache if this is its first use
     compiled_at_load, hits = _python(code).split()

@@ -71,15 +71,14 @@ ACT_TANH = 3
 ACT_LEAKY_RELU = 4
 ACT_ELU = 5
 ACT_SELU = 6
-ACT_GELU = 7
-ACT_GELU_TANH = 8
-ACT_SILU = 9
-ACT_SOFTPLUS = 10
-ACT_MISH = 11
-ACT_SOFTSIGN = 12
-ACT_LOG_SIGMOID = 13
-ACT_SINC = 14  # standalone ops only (the parallel drivers), never in train_step
-ACT_STEP = 15
+ACT_GELU = 7  # h0 = 1: the tanh approximation
+ACT_SILU = 8
+ACT_SOFTPLUS = 9
+ACT_MISH = 10
+ACT_SOFTSIGN = 11
+ACT_LOG_SIGMOID = 12
+ACT_SINC = 13  # standalone ops only (the parallel drivers), never in train_step
+ACT_STEP = 14
 
 # Optimizer codes of train_step.
 OPT_SGD = 0
@@ -461,25 +460,32 @@ def _ftz(x, tiny):
 
 # ============================================================================ activations
 # Elementwise kernels take 1-D contiguous arrays (the callers pass ravelled views) and write
-# Y (forward) or dZ (backward). dZ may alias dY.
+# Y (forward) or dZ (backward); dZ may alias dY. Every one has the same signature,
+# (Z, Y, h0, h1, consts) forward and (dY, Z, Y, dZ, h0, h1, consts, need_param) backward, and
+# ignores what it does not use: h0, h1 are the hyper-parameters (leaky_relu: slope; elu and
+# selu: alpha, scale; silu: beta; softplus: beta, threshold; gelu: 1 for the tanh form, else 0;
+# sinc: the scale of z), consts the constants of gelu and of sinc's backward, all cast to the
+# dtype; need_param asks silu and softplus for d(beta), which their backward returns (float64).
+# So activation_forward/activation_backward below dispatch them by code in one way, and the
+# Python wrappers call any of them alike (compiling only the one they call).
 
 # y = z
 @kernel
-def identity_forward(Z, Y):
+def identity_forward(Z, Y, h0, h1, consts):
     for i in range(Z.size):
         Y[i] = Z[i]
 
 
 # dz = dy
 @kernel
-def identity_backward(dY, Z, Y, dZ):
+def identity_backward(dY, Z, Y, dZ, h0, h1, consts, need_param):
     for i in range(dY.size):
         dZ[i] = dY[i]
 
 
 # y = max(z, 0)
 @kernel
-def relu_forward(Z, Y):
+def relu_forward(Z, Y, h0, h1, consts):
     for i in range(Z.size):
         z = Z[i]
         Y[i] = z if z > _0 else _0 * z
@@ -487,14 +493,14 @@ def relu_forward(Z, Y):
 
 # dz = dy [y > 0]   (relu'(0) = 0; y > 0 iff z > 0)
 @kernel
-def relu_backward(dY, Z, Y, dZ):
+def relu_backward(dY, Z, Y, dZ, h0, h1, consts, need_param):
     for i in range(dY.size):
         dZ[i] = dY[i] if Y[i] > _0 else _0
 
 
 # y = 1 / (1 + e^-z)
 @kernel
-def sigmoid_forward(Z, Y):
+def sigmoid_forward(Z, Y, h0, h1, consts):
     fast = _is_float32(Z)
     for i in range(Z.size):
         Y[i] = _sigmoid(Z[i], fast)
@@ -502,7 +508,7 @@ def sigmoid_forward(Z, Y):
 
 # dz = dy y (1 - y)
 @kernel
-def sigmoid_backward(dY, Z, Y, dZ):
+def sigmoid_backward(dY, Z, Y, dZ, h0, h1, consts, need_param):
     for i in range(dY.size):
         y = Y[i]
         dZ[i] = dY[i] * y * (_1 - y)
@@ -510,7 +516,7 @@ def sigmoid_backward(dY, Z, Y, dZ):
 
 # y = tanh z
 @kernel
-def tanh_forward(Z, Y):
+def tanh_forward(Z, Y, h0, h1, consts):
     fast = _is_float32(Z)
     for i in range(Z.size):
         Y[i] = _tanh(Z[i], fast)
@@ -518,7 +524,7 @@ def tanh_forward(Z, Y):
 
 # dz = dy (1 - y^2)
 @kernel
-def tanh_backward(dY, Z, Y, dZ):
+def tanh_backward(dY, Z, Y, dZ, h0, h1, consts, need_param):
     for i in range(dY.size):
         y = Y[i]
         dZ[i] = dY[i] * (_1 - y * y)
@@ -526,7 +532,8 @@ def tanh_backward(dY, Z, Y, dZ):
 
 # y = z if z > 0 else slope z
 @kernel
-def leaky_relu_forward(Z, Y, slope):
+def leaky_relu_forward(Z, Y, h0, h1, consts):
+    slope = h0
     for i in range(Z.size):
         z = Z[i]
         Y[i] = z if z > _0 else z * slope
@@ -534,7 +541,8 @@ def leaky_relu_forward(Z, Y, slope):
 
 # dz = dy if z > 0 else slope dy
 @kernel
-def leaky_relu_backward(dY, Z, Y, dZ, slope):
+def leaky_relu_backward(dY, Z, Y, dZ, h0, h1, consts, need_param):
+    slope = h0
     for i in range(dY.size):
         d = dY[i]
         dZ[i] = d if Z[i] > _0 else d * slope
@@ -542,7 +550,8 @@ def leaky_relu_backward(dY, Z, Y, dZ, slope):
 
 # y = scale (z if z > 0 else alpha (e^z - 1))      (elu: scale = 1)
 @kernel
-def elu_forward(Z, Y, alpha, scale):
+def elu_forward(Z, Y, h0, h1, consts):
+    alpha, scale = h0, h1
     fast = _is_float32(Z)
     for i in range(Z.size):
         z = Z[i]
@@ -552,7 +561,8 @@ def elu_forward(Z, Y, alpha, scale):
 
 # dz = scale dy (1 if z > 0 else alpha e^z)
 @kernel
-def elu_backward(dY, Z, Y, dZ, alpha, scale):
+def elu_backward(dY, Z, Y, dZ, h0, h1, consts, need_param):
+    alpha, scale = h0, h1
     fast = _is_float32(dY)
     for i in range(dY.size):
         z = Z[i]
@@ -563,13 +573,13 @@ def elu_backward(dY, Z, Y, dZ, alpha, scale):
 
 # selu(z) = SCALE elu(z, ALPHA)  (the constants are passed in, cast to the dtype)
 @kernel
-def selu_forward(Z, Y, alpha, scale):
-    elu_forward(Z, Y, alpha, scale)
+def selu_forward(Z, Y, h0, h1, consts):
+    elu_forward(Z, Y, h0, h1, consts)
 
 
 @kernel
-def selu_backward(dY, Z, Y, dZ, alpha, scale):
-    elu_backward(dY, Z, Y, dZ, alpha, scale)
+def selu_backward(dY, Z, Y, dZ, h0, h1, consts, need_param):
+    elu_backward(dY, Z, Y, dZ, h0, h1, consts, need_param)
 
 
 # y = max(0, z) + alpha min(0, z), alpha of size 1 or C (last axis). Z, Y: (R, C)
@@ -601,7 +611,8 @@ def prelu_backward(dY, Z, alpha, dZ, dalpha, need_param):
 
 # y = (1/beta) log(1 + e^{beta z}), y = z where beta z > threshold
 @kernel
-def softplus_forward(Z, Y, beta, threshold):
+def softplus_forward(Z, Y, h0, h1, consts):
+    beta, threshold = h0, h1
     fast = _is_float32(Z)
     for i in range(Z.size):
         z = Z[i]
@@ -614,7 +625,8 @@ def softplus_forward(Z, Y, beta, threshold):
 # z - y exact in float64 and the small product to float32's relative precision, so each term
 # is accurate to ~1e-7 of itself with the float32 sigmoid (Y as given, like the reference).
 @kernel
-def softplus_backward(dY, Z, Y, dZ, beta, threshold, need_param):
+def softplus_backward(dY, Z, Y, dZ, h0, h1, consts, need_param):
+    beta, threshold = h0, h1
     fast = _is_float32(dY)
     acc = np.float64(0.0)
     n = dY.size
@@ -648,7 +660,7 @@ def softplus_backward(dY, Z, Y, dZ, beta, threshold, need_param):
 
 # y = z / (1 + |z|)
 @kernel
-def softsign_forward(Z, Y):
+def softsign_forward(Z, Y, h0, h1, consts):
     for i in range(Z.size):
         z = Z[i]
         Y[i] = z / (_1 + abs(z))
@@ -656,7 +668,7 @@ def softsign_forward(Z, Y):
 
 # dz = dy / (1 + |z|)^2
 @kernel
-def softsign_backward(dY, Z, Y, dZ):
+def softsign_backward(dY, Z, Y, dZ, h0, h1, consts, need_param):
     for i in range(dY.size):
         d = _1 + abs(Z[i])
         dZ[i] = dY[i] / (d * d)
@@ -664,7 +676,7 @@ def softsign_backward(dY, Z, Y, dZ):
 
 # y = log sigma(z) = -log(1 + e^-z)
 @kernel
-def log_sigmoid_forward(Z, Y):
+def log_sigmoid_forward(Z, Y, h0, h1, consts):
     fast = _is_float32(Z)
     for i in range(Z.size):
         Y[i] = -_log1pexp(-Z[i], fast)
@@ -672,7 +684,7 @@ def log_sigmoid_forward(Z, Y):
 
 # dz = dy sigma(-z)
 @kernel
-def log_sigmoid_backward(dY, Z, Y, dZ):
+def log_sigmoid_backward(dY, Z, Y, dZ, h0, h1, consts, need_param):
     fast = _is_float32(dY)
     for i in range(dY.size):
         dZ[i] = dY[i] * _sigmoid(-Z[i], fast)
@@ -680,7 +692,8 @@ def log_sigmoid_backward(dY, Z, Y, dZ):
 
 # y = z sigma(beta z)
 @kernel
-def silu_forward(Z, Y, beta):
+def silu_forward(Z, Y, h0, h1, consts):
+    beta = h0
     fast = _is_float32(Z)
     for i in range(Z.size):
         z = Z[i]
@@ -690,7 +703,8 @@ def silu_forward(Z, Y, beta):
 # s = sigma(beta z): dz = dy (s + beta z s (1 - s));  dbeta = sum dy z^2 s (1 - s)
 # Without dbeta one plain loop; with it, the terms go through blocks (_TERMS_BLOCK) so it vectorises too.
 @kernel
-def silu_backward(dY, Z, Y, dZ, beta, need_param):
+def silu_backward(dY, Z, Y, dZ, h0, h1, consts, need_param):
+    beta = h0
     fast = _is_float32(dY)
     acc = np.float64(0.0)
     if not need_param:
@@ -730,7 +744,7 @@ def _mish_t(z, fast):
 
 
 @kernel
-def mish_forward(Z, Y):
+def mish_forward(Z, Y, h0, h1, consts):
     fast = _is_float32(Z)
     for i in range(Z.size):
         z = Z[i]
@@ -740,7 +754,7 @@ def mish_forward(Z, Y):
 
 # t = tanh(softplus(z)), sigma(z) = e^z / (1 + e^z): dz = dy (t + z sigma(z) (1 - t^2))
 @kernel
-def mish_backward(dY, Z, Y, dZ):
+def mish_backward(dY, Z, Y, dZ, h0, h1, consts, need_param):
     fast = _is_float32(dY)
     for i in range(dY.size):
         z = Z[i]
@@ -753,7 +767,8 @@ def mish_backward(dY, Z, Y, dZ):
 # tanh:   y = z/2 (1 + tanh(k (z + c z^3))),  k = sqrt(2/pi), c = 0.044715
 # consts = (1/sqrt 2, 1/sqrt(2 pi), k, c) cast to the dtype
 @kernel
-def gelu_forward(Z, Y, approximate_tanh, consts):
+def gelu_forward(Z, Y, h0, h1, consts):
+    approximate_tanh = h0 != _0
     inv_sqrt2, k, c = consts[0], consts[2], consts[3]
     one = Z.dtype.type(1.0)  # math.erf returns a Python float without the JIT: keep the dtype
     fast = _is_float32(Z)
@@ -770,7 +785,8 @@ def gelu_forward(Z, Y, approximate_tanh, consts):
 # exact:  dz = dy (Phi(z) + z phi(z)),  phi(z) = e^{-z^2/2} / sqrt(2 pi)
 # tanh:   dz = dy (0.5 (1 + t) + 0.5 z (1 - t^2) k (1 + 3 c z^2))
 @kernel
-def gelu_backward(dY, Z, Y, dZ, approximate_tanh, consts):
+def gelu_backward(dY, Z, Y, dZ, h0, h1, consts, need_param):
+    approximate_tanh = h0 != _0
     inv_sqrt2, inv_sqrt2pi, k, c = consts[0], consts[1], consts[2], consts[3]
     one = dY.dtype.type(1.0)
     fast = _is_float32(dY)
@@ -789,7 +805,8 @@ def gelu_backward(dY, Z, Y, dZ, approximate_tanh, consts):
 
 # y = sin(u) / u with u = scale z (scale = 1, or pi when normalized); y = 1 at u = 0
 @kernel
-def sinc_forward(Z, Y, scale):
+def sinc_forward(Z, Y, h0, h1, consts):
+    scale = h0
     for i in range(Z.size):
         u = scale * Z[i]
         Y[i] = _1 if u == _0 else np.sin(u) / u
@@ -799,7 +816,7 @@ def sinc_forward(Z, Y, scale):
 # -u/3 + u^3/30 - u^5/840 + u^7/45360 where |u| < bound;  dz = dy scale d/du
 # consts = (scale, bound, 1/3, 1/30, 1/840, 1/45360)
 @kernel
-def sinc_backward(dY, Z, Y, dZ, consts):
+def sinc_backward(dY, Z, Y, dZ, h0, h1, consts, need_param):
     scale, bound = consts[0], consts[1]
     c3, c30, c840, c45360 = consts[2], consts[3], consts[4], consts[5]
     for i in range(dY.size):
@@ -814,14 +831,14 @@ def sinc_backward(dY, Z, Y, dZ, consts):
 
 # y = 1 if z > 0 else 0
 @kernel
-def step_forward(Z, Y):
+def step_forward(Z, Y, h0, h1, consts):
     for i in range(Z.size):
         Y[i] = _1 if Z[i] > _0 else _0
 
 
 # the step's derivative is 0 wherever it exists
 @kernel
-def step_backward(dY, Z, Y, dZ):
+def step_backward(dY, Z, Y, dZ, h0, h1, consts, need_param):
     for i in range(dY.size):
         dZ[i] = _0
 
@@ -885,42 +902,38 @@ def log_softmax_backward(dY, Z, Y, dZ):
             dZ[r, j] = dY[r, j] - np.exp(Y[r, j]) * s
 
 
-# An elementwise activation by its code: the one entry point of the standalone ops (serial
-# here, parallel in the drivers below) and of train_step. h0, h1 its hyper-parameters
-# (leaky_relu: slope; elu/selu: alpha, scale; silu: beta; softplus: beta, threshold; sinc:
-# the scale of z) and consts the constants of gelu and of sinc's backward, all cast to the dtype.
+# An elementwise activation by its code (the parallel drivers and train_step), with the
+# kernels' common arguments.
 @kernel
 def activation_forward(code, Z, Y, h0, h1, consts):
     if code == ACT_IDENTITY:
-        identity_forward(Z, Y)
+        identity_forward(Z, Y, h0, h1, consts)
     elif code == ACT_RELU:
-        relu_forward(Z, Y)
+        relu_forward(Z, Y, h0, h1, consts)
     elif code == ACT_SIGMOID:
-        sigmoid_forward(Z, Y)
+        sigmoid_forward(Z, Y, h0, h1, consts)
     elif code == ACT_TANH:
-        tanh_forward(Z, Y)
+        tanh_forward(Z, Y, h0, h1, consts)
     elif code == ACT_LEAKY_RELU:
-        leaky_relu_forward(Z, Y, h0)
+        leaky_relu_forward(Z, Y, h0, h1, consts)
     elif code == ACT_ELU or code == ACT_SELU:
-        elu_forward(Z, Y, h0, h1)
+        elu_forward(Z, Y, h0, h1, consts)
     elif code == ACT_GELU:
-        gelu_forward(Z, Y, False, consts)
-    elif code == ACT_GELU_TANH:
-        gelu_forward(Z, Y, True, consts)
+        gelu_forward(Z, Y, h0, h1, consts)
     elif code == ACT_SILU:
-        silu_forward(Z, Y, h0)
+        silu_forward(Z, Y, h0, h1, consts)
     elif code == ACT_SOFTPLUS:
-        softplus_forward(Z, Y, h0, h1)
+        softplus_forward(Z, Y, h0, h1, consts)
     elif code == ACT_MISH:
-        mish_forward(Z, Y)
+        mish_forward(Z, Y, h0, h1, consts)
     elif code == ACT_SOFTSIGN:
-        softsign_forward(Z, Y)
+        softsign_forward(Z, Y, h0, h1, consts)
     elif code == ACT_LOG_SIGMOID:
-        log_sigmoid_forward(Z, Y)
+        log_sigmoid_forward(Z, Y, h0, h1, consts)
     elif code == ACT_SINC:
-        sinc_forward(Z, Y, h0)
+        sinc_forward(Z, Y, h0, h1, consts)
     elif code == ACT_STEP:
-        step_forward(Z, Y)
+        step_forward(Z, Y, h0, h1, consts)
 
 
 # dZ (which may alias dY); with need_param, returns the float64 d(beta) of silu and softplus
@@ -928,35 +941,33 @@ def activation_forward(code, Z, Y, h0, h1, consts):
 @kernel
 def activation_backward(code, dY, Z, Y, dZ, h0, h1, consts, need_param):
     if code == ACT_IDENTITY:
-        identity_backward(dY, Z, Y, dZ)
+        identity_backward(dY, Z, Y, dZ, h0, h1, consts, need_param)
     elif code == ACT_RELU:
-        relu_backward(dY, Z, Y, dZ)
+        relu_backward(dY, Z, Y, dZ, h0, h1, consts, need_param)
     elif code == ACT_SIGMOID:
-        sigmoid_backward(dY, Z, Y, dZ)
+        sigmoid_backward(dY, Z, Y, dZ, h0, h1, consts, need_param)
     elif code == ACT_TANH:
-        tanh_backward(dY, Z, Y, dZ)
+        tanh_backward(dY, Z, Y, dZ, h0, h1, consts, need_param)
     elif code == ACT_LEAKY_RELU:
-        leaky_relu_backward(dY, Z, Y, dZ, h0)
+        leaky_relu_backward(dY, Z, Y, dZ, h0, h1, consts, need_param)
     elif code == ACT_ELU or code == ACT_SELU:
-        elu_backward(dY, Z, Y, dZ, h0, h1)
+        elu_backward(dY, Z, Y, dZ, h0, h1, consts, need_param)
     elif code == ACT_GELU:
-        gelu_backward(dY, Z, Y, dZ, False, consts)
-    elif code == ACT_GELU_TANH:
-        gelu_backward(dY, Z, Y, dZ, True, consts)
+        gelu_backward(dY, Z, Y, dZ, h0, h1, consts, need_param)
     elif code == ACT_SILU:
-        return silu_backward(dY, Z, Y, dZ, h0, need_param)
+        return silu_backward(dY, Z, Y, dZ, h0, h1, consts, need_param)
     elif code == ACT_SOFTPLUS:
-        return softplus_backward(dY, Z, Y, dZ, h0, h1, need_param)
+        return softplus_backward(dY, Z, Y, dZ, h0, h1, consts, need_param)
     elif code == ACT_MISH:
-        mish_backward(dY, Z, Y, dZ)
+        mish_backward(dY, Z, Y, dZ, h0, h1, consts, need_param)
     elif code == ACT_SOFTSIGN:
-        softsign_backward(dY, Z, Y, dZ)
+        softsign_backward(dY, Z, Y, dZ, h0, h1, consts, need_param)
     elif code == ACT_LOG_SIGMOID:
-        log_sigmoid_backward(dY, Z, Y, dZ)
+        log_sigmoid_backward(dY, Z, Y, dZ, h0, h1, consts, need_param)
     elif code == ACT_SINC:
-        sinc_backward(dY, Z, Y, dZ, consts)
+        sinc_backward(dY, Z, Y, dZ, h0, h1, consts, need_param)
     elif code == ACT_STEP:
-        step_backward(dY, Z, Y, dZ)
+        step_backward(dY, Z, Y, dZ, h0, h1, consts, need_param)
     return np.float64(0.0)
 
 

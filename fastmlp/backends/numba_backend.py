@@ -56,11 +56,11 @@ __all__ = ["NumbaBackend"]
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _FUSED_CODES = {"identity": K.ACT_IDENTITY, "relu": K.ACT_RELU, "sigmoid": K.ACT_SIGMOID,
                 "tanh": K.ACT_TANH}
-# activation code -> op name, for the wrappers' error messages
-_ACT_NAMES = {getattr(K, f"ACT_{name.upper()}"): name
-              for name in ("identity", "relu", "sigmoid", "tanh", "leaky_relu", "elu", "selu", "gelu", "silu",
-                           "softplus", "mish", "softsign", "log_sigmoid", "sinc", "step")}
-_ACT_NAMES[K.ACT_GELU_TANH] = "gelu"
+# activation code -> (op name, the names of its forward and backward kernels in K, looked up at
+# each call)
+_ACTIVATIONS = {getattr(K, f"ACT_{name.upper()}"): (name, f"{name}_forward", f"{name}_backward")
+                for name in ("identity", "relu", "sigmoid", "tanh", "leaky_relu", "elu", "selu", "gelu", "silu",
+                             "softplus", "mish", "softsign", "log_sigmoid", "sinc", "step")}
 
 
 def _native(*arrays: Any) -> bool:
@@ -259,7 +259,7 @@ def _activation_code(layer) -> tuple[int, float, float] | None:
     if op == "selu":
         return K.ACT_SELU, SELU_ALPHA, SELU_SCALE
     if op == "gelu":
-        return (K.ACT_GELU_TANH if layer.approximate == "tanh" else K.ACT_GELU), 0.0, 0.0
+        return K.ACT_GELU, (1.0 if layer.approximate == "tanh" else 0.0), 0.0
     if op == "silu":
         return K.ACT_SILU, layer.beta, 0.0
     if op == "softplus":
@@ -278,7 +278,7 @@ def _is_linear(layer) -> bool:
 
 
 # activation codes whose hyper-parameters come from the layer (read again at every step)
-_TUNED = (K.ACT_LEAKY_RELU, K.ACT_ELU, K.ACT_SILU, K.ACT_SOFTPLUS)
+_TUNED = (K.ACT_LEAKY_RELU, K.ACT_ELU, K.ACT_GELU, K.ACT_SILU, K.ACT_SOFTPLUS)
 
 
 class _Plan:
@@ -464,32 +464,36 @@ class NumbaBackend(NumpyBackend):
         return out
 
     def _forward(self, Z, code: int, h0: float = 0.0, h1: float = 0.0, consts=None):
-        """The activation ``code`` of ``Z`` into a new array (``K.activation_forward``, or its
-        parallel driver), with its hyper-parameters ``h0, h1`` and constants ``consts``."""
+        """The activation ``code`` of ``Z`` into a new array: its kernel, or the parallel driver
+        (``K.parallel_activation_forward``), with the hyper-parameters ``h0, h1`` and constants
+        ``consts`` (the kernels' common arguments, see _numba_kernels.py)."""
+        name, forward, _ = _ACTIVATIONS[code]
+        kernel = getattr(K, forward)
         Z = _c(Z)
         Y = _outputs.empty(Z.shape, Z.dtype)
         t = Z.dtype.type
-        args = (code, Z.reshape(-1), Y.reshape(-1), t(h0), t(h1), _empty(Z.dtype) if consts is None else consts)
+        args = (Z.reshape(-1), Y.reshape(-1), t(h0), t(h1), _empty(Z.dtype) if consts is None else consts)
         if Z.size < self.parallel_min_size:  # the common case, without the pace
-            K.activation_forward(*args)
+            kernel(*args)
         else:
-            self._run(("activation_forward", code, Z.dtype.char), K.activation_forward, args, K.parallel_activation_forward,
-                      args, Z.size)
+            self._run((name, Z.dtype.char), kernel, args, K.parallel_activation_forward, (code, *args), Z.size)
         return Y
 
     def _backward(self, dY, Z, Y, code: int, h0: float = 0.0, h1: float = 0.0, consts=None,
                   need_param: bool = False):
         """``(dZ, d_param)`` of the activation ``code`` as in :meth:`_forward`; ``d_param``: the
-        float64 parameter gradient of silu and softplus when ``need_param`` (else 0)."""
-        _same_shape(_ACT_NAMES[code] + "_backward", dY, Z, Y)
+        float64 parameter gradient of silu and softplus when ``need_param``."""
+        name, _, backward = _ACTIVATIONS[code]
+        kernel = getattr(K, backward)
+        _same_shape(backward, dY, Z, Y)
         dZ = _outputs.empty(dY.shape, dY.dtype)
         t = dY.dtype.type
-        args = (code, _flat(dY), _flat(Z), _flat(Y), dZ.reshape(-1), t(h0), t(h1),
+        args = (_flat(dY), _flat(Z), _flat(Y), dZ.reshape(-1), t(h0), t(h1),
                 _empty(dY.dtype) if consts is None else consts, need_param)
         if dY.size < self.parallel_min_size:
-            return dZ, K.activation_backward(*args)
-        return dZ, self._run(("activation_backward", code, need_param, dY.dtype.char), K.activation_backward, args,
-                             K.parallel_activation_backward, args, dY.size)
+            return dZ, kernel(*args)
+        return dZ, self._run((name, need_param, dY.dtype.char), kernel, args, K.parallel_activation_backward,
+                             (code, *args), dY.size)
 
     def sigmoid_forward(self, Z):
         if not _native(Z):
@@ -624,13 +628,13 @@ class NumbaBackend(NumpyBackend):
         if not _native(Z):
             return super().gelu_forward(Z, approximate)
         tanh, consts = approximate == "tanh", _consts(Z.dtype, *_GELU_CONSTS)
-        return self._forward(Z, K.ACT_GELU_TANH if tanh else K.ACT_GELU, consts=consts)
+        return self._forward(Z, K.ACT_GELU, 1.0 if tanh else 0.0, consts=consts)
 
     def gelu_backward(self, dY, Z, Y, approximate: str = "none"):
         if not _native(dY, Z, Y):
             return super().gelu_backward(dY, Z, Y, approximate)
         tanh, consts = approximate == "tanh", _consts(dY.dtype, *_GELU_CONSTS)
-        return self._backward(dY, Z, Y, K.ACT_GELU_TANH if tanh else K.ACT_GELU, consts=consts)[0]
+        return self._backward(dY, Z, Y, K.ACT_GELU, 1.0 if tanh else 0.0, consts=consts)[0]
 
     def selu_forward(self, Z):
         if not _native(Z):
