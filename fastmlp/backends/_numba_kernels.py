@@ -39,11 +39,18 @@ Conventions
 
 from __future__ import annotations
 
-import llvmlite.ir
+import warnings
+
 import numba
 import numba.extending
 import numpy as np
 from numba import prange
+
+# numba's pedantic IR check ("variable ... is not in scope", "an internal pedantic check")
+# misfires when the parallel drivers' prange bodies inline the _by_dtype overloads below; the
+# code is right (every driver is tested against the reference). Silenced for this file only.
+warnings.filterwarnings("ignore", category=numba.core.errors.NumbaIRAssumptionWarning,
+                        module=r".*fastmlp[\\/]backends[\\/]_numba_kernels")
 
 # The one place for compilation flags.
 FLAGS = dict(cache=True, nogil=True, error_model="numpy")
@@ -101,59 +108,51 @@ LOSS_MSE = 1
 # a time, several times slower than NumPy's SIMD loops (exact GELU with math.erf: 20 ns per
 # element; float64 tanh f+b 0.59x the reference). These use only multiply, add, divide,
 # compare and an integer-to-float bit cast, so LLVM vectorises the loops that call them. The
-# float32 ones (accurate to the float32 tolerance) serve the float32 kernels (``fast`` below:
-# ``_is_float32(Z)``), the float64 ones (within ~5e-16, under the 1e-12 tolerance) the others.
+# float32 ones (accurate to the float32 tolerance) serve the float32 kernels, the float64 ones
+# (within ~5e-16, under the 1e-12 tolerance) the others: ``_exp`` and its kin below pick by the
+# argument's type (``_by_dtype``).
 
 
-# The float32 whose bits are the int32 i (a bit cast, as C's memcpy / std::bit_cast): 2^n is
-# the float with exponent field n + 127. Plain Python without the JIT; inside the JIT one LLVM
+# The float of type ``dtype`` (np.float32 or np.float64) whose bits are the integer i, of the
+# same width (a bit cast, as C's memcpy / std::bit_cast): 2^n is the float with exponent field
+# n + 127 (float32) or n + 1023 (float64). Plain Python without the JIT; inside the JIT one LLVM
 # bitcast instruction. (A table of the 2^n, the earlier way, made every loop gather from
-# memory: exp ran at 1.15 ns per element, 0.52 with the cast.)
-def _f32_from_bits(i):
-    return np.array(i, np.int32).view(np.float32)[()]
+# memory: float32 exp ran at 1.15 ns per element, 0.52 with the cast.)
+_INT_OF = {np.float32: np.int32, np.float64: np.int64}
+
+
+def _float_from_bits(i, dtype):
+    return np.array(i, _INT_OF[dtype]).view(dtype)[()]
 
 
 @numba.extending.intrinsic
-def _bitcast_i32_f32(typingctx, i):
+def _bitcast_to(typingctx, i, dtype):
     def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], llvmlite.ir.FloatType())
-    return numba.types.float32(numba.types.int32), codegen
+        return builder.bitcast(args[0], context.get_value_type(signature.return_type))
+    return dtype.instance_type(i, dtype), codegen
 
 
-@numba.extending.overload(_f32_from_bits, inline="always")
-def _f32_from_bits_jit(i):
-    return lambda i: _bitcast_i32_f32(np.int32(i))
+@numba.extending.overload(_float_from_bits, inline="always")
+def _float_from_bits_jit(i, dtype):
+    as_int = _INT_OF[numba.np.numpy_support.as_dtype(dtype.instance_type).type]
+    return lambda i, dtype: _bitcast_to(as_int(i), dtype)
 
 
-# The float64 whose bits are the int64 i, as _f32_from_bits.
-def _f64_from_bits(i):
-    return np.array(i, np.int64).view(np.float64)[()]
+# A scalar function that runs f32 on a float32 argument and f64 on any other: inside the JIT
+# the choice is made when the caller compiles, by the argument's type, so the loop holds only
+# the one taken (a run-time flag left the float64 branch in the float32 loops, which LLVM did
+# not remove: float32 sigmoid ran at 0.85 ns per element against 0.54; silu's d(beta) loop 2.5x
+# slower); without the JIT, by isinstance.
+def _by_dtype(f32, f64):
+    def by_dtype(x):
+        return f32(x) if isinstance(x, np.float32) else f64(x)
 
+    @numba.extending.overload(by_dtype, inline="always")
+    def by_dtype_jit(x):
+        # the helpers' own Python functions: a closure over them inlined with a numba warning
+        return f32.py_func if x == numba.types.float32 else f64.py_func
 
-@numba.extending.intrinsic
-def _bitcast_i64_f64(typingctx, i):
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], llvmlite.ir.DoubleType())
-    return numba.types.float64(numba.types.int64), codegen
-
-
-@numba.extending.overload(_f64_from_bits, inline="always")
-def _f64_from_bits_jit(i):
-    return lambda i: _bitcast_i64_f64(np.int64(i))
-
-
-# Whether an array holds float32: inside the JIT a constant of its type, so the branch a kernel
-# does not take is compiled out. A run-time test (``Z.itemsize == 4``) left both branches, the
-# float64 libm call included, in loops LLVM did not unswitch: silu's d(beta) loop ran 2.5x
-# slower with it.
-def _is_float32(a):
-    return a.dtype == np.float32
-
-
-@numba.extending.overload(_is_float32, inline="always")
-def _is_float32_jit(a):
-    const = a.dtype == numba.types.float32
-    return lambda a: const
+    return by_dtype
 
 
 # exp (Cephes expf): n = round(x log2 e), r = x - n ln 2 (ln 2 split in two for exactness),
@@ -177,7 +176,7 @@ def _expf(x):
     r = xc - n * _LN2_HI - n * _LN2_LO
     p0, p1, p2, p3, p4, p5 = _EXP_P
     e = (((((p0 * r + p1) * r + p2) * r + p3) * r + p4) * r + p5) * r * r + r + _1
-    y = e * _f32_from_bits((np.int32(n) + 127) << 23)
+    y = e * _float_from_bits((np.int32(n) + 127) << 23, np.float32)
     y = y if x >= _EXP_LO else _0 * y  # below: 0 (the true value is a denormal)
     return y if x == x else x
 
@@ -215,7 +214,8 @@ def _expm1f(x):
     return series if abs(x) < _EXPM1_BOUND else direct
 
 
-# log1p(u) for 0 <= u <= 1, the only range the kernels need (u = e^-|z|); the algorithm of the
+# log1p(u) for 0 <= u <= 1, the only range the kernels need (u = e^-|z|; the argument is named x
+# like the other helpers', as _by_dtype requires); the algorithm of the
 # C++ backend's vlog1p. w = 1 + u in [1, 2]; m = w, or w/2 above sqrt 2, so m lies in
 # [sqrt2/2, sqrt2]; with f = (m - 1)/(m + 1) (|f| <= 0.1716), log m = 2 atanh f =
 # 2 f (1 + f^2/3 + f^4/5 + f^6/7 + f^8/9) (truncation < 1e-9 relative), log w = log m (+ ln 2).
@@ -228,8 +228,8 @@ _ATANH_SERIES = (np.float32(1 / 3), np.float32(1 / 5), np.float32(1 / 7), np.flo
 
 
 @helper
-def _log1pf(u):
-    w = _1 + u
+def _log1pf(x):
+    w = _1 + x
     big = w > _SQRT2
     m = w * _HALF if big else w
     f = (m - _1) / (m + _1)
@@ -237,7 +237,7 @@ def _log1pf(u):
     c3, c5, c7, c9 = _ATANH_SERIES
     log_w = (_LN2 if big else _0) + _2 * f * (_1 + f2 * (c3 + f2 * (c5 + f2 * (c7 + f2 * c9))))
     d = w - _1
-    return u if d == _0 else log_w * (u / d)
+    return x if d == _0 else log_w * (x / d)
 
 
 # erf: Abramowitz & Stegun 7.1.26, as the C++ backend's verf<float> (and PyTorch's vectorised
@@ -291,7 +291,7 @@ def _expd(x):
     xc = _EXPD_LO if not x >= _EXPD_LO else (_EXPD_HI if x > _EXPD_HI else x)
     n = np.floor(xc * 1.4426950408889634 + 0.5)
     r = xc - n * _LN2D_HI - n * _LN2D_LO
-    y = (1.0 + _expd_pade(r)) * _f64_from_bits((np.int64(n) + 1023) << 52)
+    y = (1.0 + _expd_pade(r)) * _float_from_bits((np.int64(n) + 1023) << 52, np.float64)
     y = y if x >= _EXPD_LO else 0.0 * y
     return y if x == x else x
 
@@ -321,19 +321,13 @@ def _tanhd(x):
     return small if a < 0.625 else (big if x > 0.0 else -big)  # NaN: -NaN
 
 
-@helper
-def _exp(x, fast):
-    return _expf(x) if fast else _expd(x)
+_exp = _by_dtype(_expf, _expd)
 
 
-@helper
-def _tanh(x, fast):
-    return _tanhf(x) if fast else _tanhd(x)
+_tanh = _by_dtype(_tanhf, _tanhd)
 
 
-@helper
-def _expm1(x, fast):
-    return _expm1f(x) if fast else _expm1d(x)
+_expm1 = _by_dtype(_expm1f, _expm1d)
 
 
 # float64 log1p(u) for 0 <= u <= 1: _log1pf's algorithm with the atanh series to f^21
@@ -343,8 +337,8 @@ _ATANH_SERIES_D = tuple(1.0 / k for k in range(21, 1, -2))  # 1/21, 1/19, ... 1/
 
 
 @helper
-def _log1pd(u):
-    w = 1.0 + u
+def _log1pd(x):
+    w = 1.0 + x
     big = w > 1.4142135623730951
     m = w * 0.5 if big else w
     f = (m - 1.0) / (m + 1.0)
@@ -354,12 +348,10 @@ def _log1pd(u):
            + c5) * f2 + c3) * f2 + 1.0)
     log_w = (0.6931471805599453 if big else 0.0) + 2.0 * f * s
     d = w - 1.0
-    return u if d == 0.0 else log_w * (u / d)
+    return x if d == 0.0 else log_w * (x / d)
 
 
-@helper
-def _log1p(x, fast):
-    return _log1pf(x) if fast else _log1pd(x)
+_log1p = _by_dtype(_log1pf, _log1pd)
 
 
 # float64 erf (Cephes ndtr.c): x T(x^2) / U(x^2) below |x| = 1; above, 1 - erfc|x| with
@@ -403,23 +395,21 @@ def _erfd(x):
     return out if x == x else x
 
 
-@helper
-def _erf(x, fast):
-    return _erff(x) if fast else _erfd(x)
+_erf = _by_dtype(_erff, _erfd)
 
 
 @helper
-def _sigmoid(z, fast):
+def _sigmoid(z):
     # sigma(z) = 1 / (1 + e^-z) for z >= 0, e^z / (1 + e^z) for z < 0 (no overflow)
-    e = _exp(-abs(z), fast)
+    e = _exp(-abs(z))
     return _1 / (_1 + e) if z >= _0 else e / (_1 + e)
 
 
 @helper
-def _sigmoid_pair(z, fast):
+def _sigmoid_pair(z):
     # (sigma(z), sigma(-z) = 1 - sigma(z)), each to its own relative precision: 1 - sigma(z)
     # computed as a difference loses it where sigma(z) rounds near 1
-    e = _exp(-abs(z), fast)
+    e = _exp(-abs(z))
     big = _1 / (_1 + e)
     small = e / (_1 + e)
     return (big, small) if z >= _0 else (small, big)
@@ -447,9 +437,9 @@ def _block_sum(terms, n):
 
 
 @helper
-def _log1pexp(z, fast):
+def _log1pexp(z):
     # log(1 + e^z) = max(z, 0) + log1p(e^-|z|)
-    return max(z, _0) + _log1p(_exp(-abs(z), fast), fast)
+    return max(z, _0) + _log1p(_exp(-abs(z)))
 
 
 @helper
@@ -501,9 +491,8 @@ def relu_backward(dY, Z, Y, dZ, h0, h1, consts, need_param):
 # y = 1 / (1 + e^-z)
 @kernel
 def sigmoid_forward(Z, Y, h0, h1, consts):
-    fast = _is_float32(Z)
     for i in range(Z.size):
-        Y[i] = _sigmoid(Z[i], fast)
+        Y[i] = _sigmoid(Z[i])
 
 
 # dz = dy y (1 - y)
@@ -517,9 +506,8 @@ def sigmoid_backward(dY, Z, Y, dZ, h0, h1, consts, need_param):
 # y = tanh z
 @kernel
 def tanh_forward(Z, Y, h0, h1, consts):
-    fast = _is_float32(Z)
     for i in range(Z.size):
-        Y[i] = _tanh(Z[i], fast)
+        Y[i] = _tanh(Z[i])
 
 
 # dz = dy (1 - y^2)
@@ -552,10 +540,9 @@ def leaky_relu_backward(dY, Z, Y, dZ, h0, h1, consts, need_param):
 @kernel
 def elu_forward(Z, Y, h0, h1, consts):
     alpha, scale = h0, h1
-    fast = _is_float32(Z)
     for i in range(Z.size):
         z = Z[i]
-        em = _expm1(min(z, _0), fast)
+        em = _expm1(min(z, _0))
         Y[i] = scale * (z if z > _0 else alpha * em)
 
 
@@ -563,11 +550,10 @@ def elu_forward(Z, Y, h0, h1, consts):
 @kernel
 def elu_backward(dY, Z, Y, dZ, h0, h1, consts, need_param):
     alpha, scale = h0, h1
-    fast = _is_float32(dY)
     for i in range(dY.size):
         z = Z[i]
         d = dY[i]
-        e = _exp(min(z, _0), fast)
+        e = _exp(min(z, _0))
         dZ[i] = scale * (d if z > _0 else d * alpha * e)
 
 
@@ -613,11 +599,10 @@ def prelu_backward(dY, Z, alpha, dZ, dalpha, need_param):
 @kernel
 def softplus_forward(Z, Y, h0, h1, consts):
     beta, threshold = h0, h1
-    fast = _is_float32(Z)
     for i in range(Z.size):
         z = Z[i]
         bz = beta * z
-        Y[i] = z if bz > threshold else _log1pexp(bz, fast) / beta
+        Y[i] = z if bz > threshold else _log1pexp(bz) / beta
 
 
 # dz = dy sigma(beta z);  dbeta = sum dy (z sigma(beta z) - y) / beta  (0 where linear)
@@ -627,14 +612,13 @@ def softplus_forward(Z, Y, h0, h1, consts):
 @kernel
 def softplus_backward(dY, Z, Y, dZ, h0, h1, consts, need_param):
     beta, threshold = h0, h1
-    fast = _is_float32(dY)
     acc = np.float64(0.0)
     n = dY.size
     if not need_param:
         for i in range(n):
             d = dY[i]
             bz = beta * Z[i]
-            dZ[i] = d if bz > threshold else d * _sigmoid(bz, fast)
+            dZ[i] = d if bz > threshold else d * _sigmoid(bz)
         return acc
     terms = np.empty(_TERMS_BLOCK)
     inv_beta = 1.0 / np.float64(beta)
@@ -647,7 +631,7 @@ def softplus_backward(dY, Z, Y, dZ, h0, h1, consts, need_param):
             z = Zb[k]
             d = dYb[k]
             bz = beta * z
-            s, q = _sigmoid_pair(bz, fast)
+            s, q = _sigmoid_pair(bz)
             linear = bz > threshold
             dZb[k] = d if linear else d * s
             z64 = np.float64(z)
@@ -677,27 +661,24 @@ def softsign_backward(dY, Z, Y, dZ, h0, h1, consts, need_param):
 # y = log sigma(z) = -log(1 + e^-z)
 @kernel
 def log_sigmoid_forward(Z, Y, h0, h1, consts):
-    fast = _is_float32(Z)
     for i in range(Z.size):
-        Y[i] = -_log1pexp(-Z[i], fast)
+        Y[i] = -_log1pexp(-Z[i])
 
 
 # dz = dy sigma(-z)
 @kernel
 def log_sigmoid_backward(dY, Z, Y, dZ, h0, h1, consts, need_param):
-    fast = _is_float32(dY)
     for i in range(dY.size):
-        dZ[i] = dY[i] * _sigmoid(-Z[i], fast)
+        dZ[i] = dY[i] * _sigmoid(-Z[i])
 
 
 # y = z sigma(beta z)
 @kernel
 def silu_forward(Z, Y, h0, h1, consts):
     beta = h0
-    fast = _is_float32(Z)
     for i in range(Z.size):
         z = Z[i]
-        Y[i] = z * _sigmoid(beta * z, fast)
+        Y[i] = z * _sigmoid(beta * z)
 
 
 # s = sigma(beta z): dz = dy (s + beta z s (1 - s));  dbeta = sum dy z^2 s (1 - s)
@@ -705,12 +686,11 @@ def silu_forward(Z, Y, h0, h1, consts):
 @kernel
 def silu_backward(dY, Z, Y, dZ, h0, h1, consts, need_param):
     beta = h0
-    fast = _is_float32(dY)
     acc = np.float64(0.0)
     if not need_param:
         for i in range(dY.size):
             z = Z[i]
-            s = _sigmoid(beta * z, fast)
+            s = _sigmoid(beta * z)
             dZ[i] = dY[i] * (s + beta * z * (s * (_1 - s)))
         return acc
     # d(beta) sums terms d z^2 s (1 - s), in float64, with 1 - s as sigma(-beta z)
@@ -722,7 +702,7 @@ def silu_backward(dY, Z, Y, dZ, h0, h1, consts, need_param):
         for k in range(m):
             z = Zb[k]
             d = dYb[k]
-            s, q = _sigmoid_pair(beta * z, fast)
+            s, q = _sigmoid_pair(beta * z)
             dZb[k] = d * (s + beta * z * (s * (_1 - s)))
             z64 = np.float64(z)
             terms[k] = np.float64(d) * z64 * z64 * (np.float64(s) * np.float64(q))
@@ -737,28 +717,26 @@ _MISH_LINEAR = np.float32(20.0)
 
 
 @helper
-def _mish_t(z, fast):
-    e = _exp(min(z, _MISH_LINEAR), fast)
+def _mish_t(z):
+    e = _exp(min(z, _MISH_LINEAR))
     n = e * (e + _2)
     return n / (n + _2), e
 
 
 @kernel
 def mish_forward(Z, Y, h0, h1, consts):
-    fast = _is_float32(Z)
     for i in range(Z.size):
         z = Z[i]
-        t, _ = _mish_t(z, fast)
+        t, _ = _mish_t(z)
         Y[i] = z * t
 
 
 # t = tanh(softplus(z)), sigma(z) = e^z / (1 + e^z): dz = dy (t + z sigma(z) (1 - t^2))
 @kernel
 def mish_backward(dY, Z, Y, dZ, h0, h1, consts, need_param):
-    fast = _is_float32(dY)
     for i in range(dY.size):
         z = Z[i]
-        t, e = _mish_t(z, fast)
+        t, e = _mish_t(z)
         s = e / (_1 + e)
         dZ[i] = dY[i] * (t + z * s * (_1 - t * t))
 
@@ -771,15 +749,14 @@ def gelu_forward(Z, Y, h0, h1, consts):
     approximate_tanh = h0 != _0
     inv_sqrt2, k, c = consts[0], consts[2], consts[3]
     one = Z.dtype.type(1.0)  # math.erf returns a Python float without the JIT: keep the dtype
-    fast = _is_float32(Z)
     if approximate_tanh:
         for i in range(Z.size):
             z = Z[i]
-            Y[i] = _HALF * z * (_1 + _tanh(k * (z + c * z * z * z), fast))
+            Y[i] = _HALF * z * (_1 + _tanh(k * (z + c * z * z * z)))
     else:
         for i in range(Z.size):
             z = Z[i]
-            Y[i] = _HALF * z * (one + _erf(z * inv_sqrt2, fast))
+            Y[i] = _HALF * z * (one + _erf(z * inv_sqrt2))
 
 
 # exact:  dz = dy (Phi(z) + z phi(z)),  phi(z) = e^{-z^2/2} / sqrt(2 pi)
@@ -789,17 +766,16 @@ def gelu_backward(dY, Z, Y, dZ, h0, h1, consts, need_param):
     approximate_tanh = h0 != _0
     inv_sqrt2, inv_sqrt2pi, k, c = consts[0], consts[1], consts[2], consts[3]
     one = dY.dtype.type(1.0)
-    fast = _is_float32(dY)
     if approximate_tanh:
         for i in range(dY.size):
             z = Z[i]
-            t = _tanh(k * (z + c * z * z * z), fast)
+            t = _tanh(k * (z + c * z * z * z))
             dZ[i] = dY[i] * (_HALF * (_1 + t) + _HALF * z * (_1 - t * t) * k * (_1 + _3 * c * z * z))
     else:
         for i in range(dY.size):
             z = Z[i]
-            cdf = _HALF * (one + _erf(z * inv_sqrt2, fast))
-            pdf = _exp(-_HALF * z * z, fast) * inv_sqrt2pi
+            cdf = _HALF * (one + _erf(z * inv_sqrt2))
+            pdf = _exp(-_HALF * z * z) * inv_sqrt2pi
             dZ[i] = dY[i] * (cdf + z * pdf)
 
 
@@ -977,7 +953,6 @@ def activation_backward(code, dY, Z, Y, dZ, h0, h1, consts, need_param):
 def _bias_activation(Y, b, act):
     N, M = Y.shape
     has_bias = b.size > 0
-    fast = _is_float32(Y)
     for n in range(N):
         if has_bias:
             for j in range(M):
@@ -988,10 +963,10 @@ def _bias_activation(Y, b, act):
                 Y[n, j] = y if y > _0 else _0 * y
         elif act == ACT_SIGMOID:
             for j in range(M):
-                Y[n, j] = _sigmoid(Y[n, j], fast)
+                Y[n, j] = _sigmoid(Y[n, j])
         elif act == ACT_TANH:
             for j in range(M):
-                Y[n, j] = _tanh(Y[n, j], fast)
+                Y[n, j] = _tanh(Y[n, j])
 
 
 # One pass over dY (N, M): dz = dy act'(y) written to dZ (may alias dY), and
@@ -1083,7 +1058,6 @@ def labels_in_range(labels, C):
 def cross_entropy_loss(logits, labels, P, use_probs, ls, r, need_grad, L, G):
     N, C = logits.shape
     keep = L.size > 0
-    fast = _is_float32(logits)
     uniform = ls / logits.dtype.type(C)
     onems = _1 - ls
     E = np.empty(C, logits.dtype)
@@ -1094,7 +1068,7 @@ def cross_entropy_loss(logits, labels, P, use_probs, ls, r, need_grad, L, G):
             m = max(m, logits[n, c])
         s = np.float64(0.0)
         for c in range(C):
-            e = _exp(logits[n, c] - m, fast)
+            e = _exp(logits[n, c] - m)
             E[c] = e
             s += e
         lse = m + np.log(s)
@@ -1194,7 +1168,6 @@ def huber_loss(O, T, delta, r, need_grad, L, G):
 @kernel
 def bce_with_logits_loss(Z, T, r, need_grad, L, G):
     keep = L.size > 0
-    fast = _is_float32(Z)
     total = np.float64(0.0)
     for i in range(Z.size):
         z = Z[i]
@@ -1204,7 +1177,7 @@ def bce_with_logits_loss(Z, T, r, need_grad, L, G):
         if keep:
             L[i] = v
         if need_grad:
-            G[i] = (_sigmoid(z, fast) - t) * r
+            G[i] = (_sigmoid(z) - t) * r
     return total
 
 
