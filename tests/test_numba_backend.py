@@ -856,12 +856,18 @@ def test_serial_below_the_threshold_or_with_one_thread(monkeypatch, threads):
 
 
 # ---------------------------------------------------------------------------- JIT, cache, environment
-def _python(code: str, env_extra: dict[str, str] | None = None) -> str:
+def _run_python(code: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``code`` in a new Python process (which must succeed), with ``env_extra`` added to the
+    environment."""
     env = {**os.environ, **(env_extra or {})}
     out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env,
                          check=False)
     assert out.returncode == 0, out.stderr
-    return out.stdout.strip()
+    return out
+
+
+def _python(code: str, env_extra: dict[str, str] | None = None) -> str:
+    return _run_python(code, env_extra).stdout.strip()
 
 
 @pytest.mark.skipif(not JIT, reason="NUMBA_DISABLE_JIT: there is nothing compiled to check")
@@ -878,6 +884,28 @@ def test_loading_the_backend_compiles_nothing_and_the_disk_cache_is_used():
     compiled_at_load, hits = _python(code).split()
     assert compiled_at_load == "0"
     assert int(hits) >= 1, "the second process recompiled instead of loading the on-disk cache"
+
+
+@pytest.mark.slow  # ~40 s: every transcendental kernel and driver compiled from nothing
+@pytest.mark.skipif(not JIT, reason="NUMBA_DISABLE_JIT: there is nothing compiled to check")
+def test_a_cold_compile_prints_no_warning(tmp_path):
+    """Compiling the transcendental kernels from an empty cache, serial and parallel, both
+    dtypes, warns of nothing (numba's pedantic IR check misfires on the inlined math helpers)."""
+    code = """
+        import importlib, numpy as np, fastmlp
+        be = fastmlp.get_backend("numba")
+        for parallel_from in (10**9, 1):
+            type(be).parallel_min_size = parallel_from
+            importlib.import_module("fastmlp.backends.numba_backend")._parallel_threads = lambda: 2
+            for dt in (np.float32, np.float64):
+                Z = np.linspace(-3, 3, 300).astype(dt)
+                for name in ("sigmoid", "tanh", "gelu", "silu", "softplus", "elu", "mish", "log_sigmoid"):
+                    getattr(be, name + "_backward")(Z, Z, getattr(be, name + "_forward")(Z))
+        print("ok")
+    """
+    out = _run_python(code, {"NUMBA_CACHE_DIR": str(tmp_path), "NUMBA_NUM_THREADS": "2", "PYTHONWARNINGS": "default"})
+    assert out.stdout.strip() == "ok"
+    assert "Warning" not in out.stderr, out.stderr[:2000]
 
 
 @pytest.mark.skipif(not JIT, reason="NUMBA_DISABLE_JIT: there is nothing compiled to check")

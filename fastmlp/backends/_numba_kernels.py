@@ -47,10 +47,11 @@ import numpy as np
 from numba import prange
 
 # numba's pedantic IR check ("variable ... is not in scope", "an internal pedantic check")
-# misfires when the parallel drivers' prange bodies inline the _by_dtype overloads below; the
-# code is right (every driver is tested against the reference). Silenced for this file only.
-warnings.filterwarnings("ignore", category=numba.core.errors.NumbaIRAssumptionWarning,
-                        module=r".*fastmlp[\\/]backends[\\/]_numba_kernels")
+# misfires when kernels inline the _by_dtype overloads below; the code is right (every kernel
+# is tested against the reference). numba raises it from its own modules (numba.core.ssa) or
+# from this file, so the filter is by category and message, for the process: only that check.
+warnings.filterwarnings("ignore", message=r"variable '.*' is not in scope",
+                        category=numba.core.errors.NumbaIRAssumptionWarning)
 
 # The one place for compilation flags.
 FLAGS = dict(cache=True, nogil=True, error_model="numpy")
