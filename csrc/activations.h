@@ -55,12 +55,11 @@ template <class T> struct LeakyReluOp {
 // y = c (z if z > 0 else a (e^z - 1)) ; dz = c dy (1 if z > 0 else a e^z)   (elu: c = 1; selu)
 template <class T> struct EluOp {
     T a, c;
-    T fwd(T z) const {
-        T e = vexp(z < T(0) ? z : T(0));
-        return c * (z > T(0) ? z : a * (e - T(1)));
-    }
+    // min(z, 0) written so that NaN passes through (z < 0 ? z : 0 would turn NaN into 0)
+    static T neg_part(T z) { return z > T(0) ? T(0) : z; }
+    T fwd(T z) const { return c * (z > T(0) ? z : a * vexpm1(neg_part(z))); }
     T bwd(T dy, T z, T) const {
-        T e = vexp(z < T(0) ? z : T(0));
+        T e = vexp(neg_part(z));
         return c * (z > T(0) ? dy : dy * a * e);
     }
 };

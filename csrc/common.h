@@ -5,7 +5,7 @@
 //     operation on a denormal costs ~100 cycles: the step got 6x slower. FTZ keeps it flat.
 //   - parallel_for / parallel_sum: large elementwise loops split over the backend's one
 //     thread pool (csrc/pool.h, which says why one pool and OpenBLAS at one thread).
-//   - vexp / vlog1p / vtanh / verf: branch-free math that GCC vectorises (a libm call per
+//   - vexp / vexpm1 / vlog1p / vtanh / verf: branch-free math that GCC vectorises (a libm call per
 //     element does not vectorise), accurate to a few ulp (verf<float>: 1.5e-7 absolute).
 //   - gemm: row-major C = alpha op(A) op(B) + beta C on OpenBLAS (scipy_cblas_sgemm/dgemm).
 //
@@ -142,6 +142,7 @@ inline float vexp(float x) {
 }
 
 inline double vexp(double x) {
+    const double x0 = x;
     x = x < -708.0 ? -708.0 : x;
     x = x > 709.0 ? 709.0 : x;
     const double magic = 6755399441055744.0;  // 1.5 * 2^52
@@ -164,7 +165,8 @@ inline double vexp(double x) {
     p = p * r + 1.0;
     p = p * r + 1.0;
     std::uint64_t sb = (as_u64(kd) - 0x4338000000000000ull + 1022ull) << 52;
-    return p * as_double(sb) * 2.0;
+    const double y = p * as_double(sb) * 2.0;
+    return x0 < -708.0 ? 0.0 : y;  // below: e^x < 3.3e-308, a denormal (0 under FtzGuard)
 }
 
 // ---------------------------------------------------------------------------- vlog1p
@@ -217,17 +219,62 @@ inline T vsigmoid(T x) {
     return x >= T(0) ? s : e * s;
 }
 
-// tanh(x) = sign(x) (1 - 2 / (e^{2|x|} + 1)); absolute error ~ 1 ulp of 1.
-template <class T>
-inline T vtanh(T x) {
-    T ax = x < T(0) ? -x : x;
-    T t = T(1) - T(2) / (vexp(T(2) * ax) + T(1));
-    return x < T(0) ? -t : t;
+// tanh(x) = sign(x) (1 - 2 / (e^{2|x|} + 1)) for large |x|; near 0 that difference cancels
+// (float: 6 % wrong at x = 1e-6), so below 0.3 (float) the odd Taylor series to x^11
+// (truncation < 1e-9 relative), below 0.625 (double) Cephes tanh.c's x + x^3 P(x^2) / Q(x^2).
+// Both as the numba backend's _tanhf / _tanhd: a few ulp relative everywhere; written as
+// x (1 + ...), not x + x (...), so that tanh(-0) = -0 (-0 + 0 is +0).
+inline float vtanh(float x) {
+    float ax = x < 0.0f ? -x : x;
+    float x2 = x * x;
+    float small = x * (1.0f + x2 * (-1.0f / 3 + x2 * (2.0f / 15 + x2 * (-17.0f / 315 + x2 * (62.0f / 2835
+                                                                   + x2 * (-1382.0f / 155925))))));
+    float t = 1.0f - 2.0f / (vexp(2.0f * ax) + 1.0f);
+    return ax < 0.3f ? small : (x > 0.0f ? t : -t);  // NaN: -NaN
+}
+inline double vtanh(double x) {
+    double ax = x < 0.0 ? -x : x;
+    double z = x * x;
+    double small = x * (1.0 + z * (((-9.64399179425052238628e-1 * z - 9.92877231001918586564e1) * z
+                                    - 1.61468768441708447952e3)
+                                   / (((z + 1.12811678491632931402e2) * z + 2.23548839060100448583e3) * z
+                                      + 4.84406305325125486048e3)));  // x (1 + ...) keeps -0
+    double t = 1.0 - 2.0 / (vexp(2.0 * ax) + 1.0);
+    return ax < 0.625 ? small : (x > 0.0 ? t : -t);
+}
+
+// e^x - 1: the Taylor series where |x| < 0.35 (float: to x^7, double: to x^14; truncation below
+// half an ulp), where e^x - 1 would cancel; else e^x - 1. As the numba backend's _expm1f.
+inline float vexpm1(float x) {
+    float series = x * (1.0f + x * (0.5f + x * (1.0f / 6 + x * (1.0f / 24 + x * (1.0f / 120
+                                                  + x * (1.0f / 720 + x * (1.0f / 5040)))))));
+    float ax = x < 0.0f ? -x : x;
+    return ax < 0.35f ? series : vexp(x) - 1.0f;
+}
+inline double vexpm1(double x) {
+    double p = 1.0 / 87178291200.0;  // p = 1/2! + x/3! + ... + x^12/14!
+    p = p * x + 1.0 / 6227020800.0;
+    p = p * x + 1.0 / 479001600.0;
+    p = p * x + 1.0 / 39916800.0;
+    p = p * x + 1.0 / 3628800.0;
+    p = p * x + 1.0 / 362880.0;
+    p = p * x + 1.0 / 40320.0;
+    p = p * x + 1.0 / 5040.0;
+    p = p * x + 1.0 / 720.0;
+    p = p * x + 1.0 / 120.0;
+    p = p * x + 1.0 / 24.0;
+    p = p * x + 1.0 / 6.0;
+    p = p * x + 0.5;
+    double series = x * (1.0 + x * p);
+    double ax = x < 0.0 ? -x : x;
+    return ax < 0.35 ? series : vexp(x) - 1.0;
 }
 
 // erf. float: Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7, the formula of PyTorch's
 // vectorised float erf): erf(x) = 1 - (a1 t + ... + a5 t^5) e^{-x^2}, t = 1 / (1 + p |x|).
-// double: std::erf (exact to the dtype; not vectorised).
+// double: Cephes ndtr.c, as the numba backend's _erfd: x T(x^2) / U(x^2) below |x| = 1; above,
+// 1 - erfc|x| with erfc|x| = e^{-x^2} P(|x|) / Q(|x|) (R(|x|) / S(|x|) from |x| = 8), odd.
+// Both branches are computed and one is selected, so the loop vectorises (std::erf does not).
 inline float verf(float x) {
     float ax = x < 0.0f ? -x : x;
     float t = 1.0f / (1.0f + 0.3275911f * ax);
@@ -239,7 +286,36 @@ inline float verf(float x) {
     float r = 1.0f - y * t * vexp(-ax * ax);
     return x < 0.0f ? -r : r;
 }
-inline double verf(double x) { return std::erf(x); }
+inline double verf(double x) {
+    const double z = x * x;
+    const double small = x * ((((9.60497373987051638749e0 * z + 9.00260197203842689217e1) * z
+                                + 2.23200534594684319226e3) * z + 7.00332514112805075473e3) * z
+                              + 5.55923013010394962768e4)
+                         / (((((z + 3.35617141647503099647e1) * z + 5.21357949780152679795e2) * z
+                              + 4.59432382970980127987e3) * z + 2.26290000613890934246e4) * z
+                            + 4.92673942608635921086e4);
+    double a = x < 0.0 ? -x : x;
+    a = a < 30.0 ? a : 30.0;  // erfc(30) is 0 as well: keeps inf / inf out of the ratios
+    const double p = (((((((2.46196981473530512524e-10 * a + 5.64189564831068821977e-1) * a
+                           + 7.46321056442269912687e0) * a + 4.86371970985681366614e1) * a
+                         + 1.96520832956077098242e2) * a + 5.26445194995477358631e2) * a
+                       + 9.34528527171957607540e2) * a + 1.02755188689515710272e3) * a
+                     + 5.57535335369399327526e2;
+    const double q = (((((((a + 1.32281951154744992508e1) * a + 8.67072140885989742329e1) * a
+                          + 3.54937778887819891062e2) * a + 9.75708501743205489753e2) * a
+                        + 1.82390916687909736289e3) * a + 2.24633760818710981792e3) * a
+                      + 1.65666309194161350182e3) * a + 5.57535340817727675546e2;
+    const double r = ((((5.64189583547755073984e-1 * a + 1.27536670759978104416e0) * a
+                        + 5.01905042251180477414e0) * a + 6.16021097993053585195e0) * a
+                      + 7.40974269950448939160e0) * a + 2.97886665372100240670e0;
+    const double s = (((((a + 2.26052863220117276590e0) * a + 9.39603524938001434673e0) * a
+                        + 1.20489539808096656605e1) * a + 1.70814450747565897222e1) * a
+                      + 9.60896809063285878198e0) * a + 3.36907645100081516050e0;
+    const double erfc = vexp(-z) * (a < 8.0 ? p / q : r / s);
+    const double big = 1.0 - erfc;
+    const double out = z < 1.0 ? small : (x > 0.0 ? big : -big);
+    return x == x ? out : x;  // NaN stays NaN
+}
 
 // ---------------------------------------------------------------------------- gemm
 // Row-major C (M, N) = alpha op(A) op(B) + beta C with op(A) (M, K), op(B) (K, N).

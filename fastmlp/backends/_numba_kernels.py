@@ -196,7 +196,7 @@ def _tanhf(x):
     a = abs(x)
     x2 = x * x
     c3, c5, c7, c9, c11 = _TANH_SERIES
-    small = x + x * x2 * (c3 + x2 * (c5 + x2 * (c7 + x2 * (c9 + x2 * c11))))
+    small = x * (_1 + x2 * (c3 + x2 * (c5 + x2 * (c7 + x2 * (c9 + x2 * c11)))))  # keeps -0 (-0 + 0 is +0)
     big = _1 - _2 / (_expf(_2 * a) + _1)
     return small if a < _TANH_SPLIT else (big if x > _0 else -big)  # NaN: -NaN
 
