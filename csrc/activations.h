@@ -28,68 +28,68 @@ constexpr double kPi = 3.14159265358979323846;
 // ---------------------------------------------------------------------------- scalar math
 // y = z ; dz = dy
 template <class T> struct IdentityOp {
-    T fwd(T z) const { return z; }
-    T bwd(T dy, T, T) const { return dy; }
+    FASTMLP_INLINE T fwd(T z) const { return z; }
+    FASTMLP_INLINE T bwd(T dy, T, T) const { return dy; }
 };
 // y = max(0, z) ; dz = dy [y > 0]   (0 at the kink, read from Y)
 template <class T> struct ReluOp {
-    T fwd(T z) const { return z > T(0) ? z : T(0); }
-    T bwd(T dy, T, T y) const { return y > T(0) ? dy : T(0); }
+    FASTMLP_INLINE T fwd(T z) const { return z > T(0) ? z : T(0); }
+    FASTMLP_INLINE T bwd(T dy, T, T y) const { return y > T(0) ? dy : T(0); }
 };
 // y = 1 / (1 + e^{-z}) ; dz = dy y (1 - y)
 template <class T> struct SigmoidOp {
-    T fwd(T z) const { return vsigmoid(z); }
-    T bwd(T dy, T, T y) const { return dy * y * (T(1) - y); }
+    FASTMLP_INLINE T fwd(T z) const { return vsigmoid(z); }
+    FASTMLP_INLINE T bwd(T dy, T, T y) const { return dy * y * (T(1) - y); }
 };
 // y = tanh z ; dz = dy (1 - y^2)
 template <class T> struct TanhOp {
-    T fwd(T z) const { return vtanh(z); }
-    T bwd(T dy, T, T y) const { return dy * (T(1) - y * y); }
+    FASTMLP_INLINE T fwd(T z) const { return vtanh(z); }
+    FASTMLP_INLINE T bwd(T dy, T, T y) const { return dy * (T(1) - y * y); }
 };
 // y = z if z > 0 else s z ; dz = dy if z > 0 else s dy
 template <class T> struct LeakyReluOp {
     T s;
-    T fwd(T z) const { return z > T(0) ? z : z * s; }
-    T bwd(T dy, T z, T) const { return z > T(0) ? dy : dy * s; }
+    FASTMLP_INLINE T fwd(T z) const { return z > T(0) ? z : z * s; }
+    FASTMLP_INLINE T bwd(T dy, T z, T) const { return z > T(0) ? dy : dy * s; }
 };
 // y = c (z if z > 0 else a (e^z - 1)) ; dz = c dy (1 if z > 0 else a e^z)   (elu: c = 1; selu)
 template <class T> struct EluOp {
     T a, c;
     // min(z, 0) written so that NaN passes through (z < 0 ? z : 0 would turn NaN into 0)
-    static T neg_part(T z) { return z > T(0) ? T(0) : z; }
-    T fwd(T z) const { return c * (z > T(0) ? z : a * vexpm1(neg_part(z))); }
-    T bwd(T dy, T z, T) const {
+    FASTMLP_INLINE static T neg_part(T z) { return z > T(0) ? T(0) : z; }
+    FASTMLP_INLINE T fwd(T z) const { return c * (z > T(0) ? z : a * vexpm1(neg_part(z))); }
+    FASTMLP_INLINE T bwd(T dy, T z, T) const {
         T e = vexp(neg_part(z));
         return c * (z > T(0) ? dy : dy * a * e);
     }
 };
 // y = z / (1 + |z|) ; dz = dy / (1 + |z|)^2
 template <class T> struct SoftsignOp {
-    T fwd(T z) const { return z / (T(1) + (z < T(0) ? -z : z)); }
-    T bwd(T dy, T z, T) const {
+    FASTMLP_INLINE T fwd(T z) const { return z / (T(1) + (z < T(0) ? -z : z)); }
+    FASTMLP_INLINE T bwd(T dy, T z, T) const {
         T d = T(1) + (z < T(0) ? -z : z);
         return dy / (d * d);
     }
 };
 // y = log sigma(z) = min(z, 0) - log(1 + e^{-|z|}) ; dz = dy sigma(-z)
 template <class T> struct LogSigmoidOp {
-    T fwd(T z) const {
+    FASTMLP_INLINE T fwd(T z) const {
         T az = z < T(0) ? -z : z;
         return (z < T(0) ? z : T(0)) - vlog1p(vexp(-az));
     }
-    T bwd(T dy, T z, T) const { return dy * vsigmoid(-z); }
+    FASTMLP_INLINE T bwd(T dy, T z, T) const { return dy * vsigmoid(-z); }
 };
 // y = z tanh(softplus z). With e = e^z and n = e (e + 2): tanh(log(1 + e)) = n / (n + 2) and
 // 1 - tanh^2 = (4n + 4) / (n + 2)^2 (no cancellation). z is clamped at 20 inside the exp:
 // beyond, n / (n + 2) is 1 to the precision of a double.
 // dz = dy (t + z sigma(z) (1 - t^2))
 template <class T> struct MishOp {
-    T fwd(T z) const {
+    FASTMLP_INLINE T fwd(T z) const {
         T e = vexp(z < T(20) ? z : T(20));
         T n = e * (e + T(2));
         return z * (n / (n + T(2)));
     }
-    T bwd(T dy, T z, T) const {
+    FASTMLP_INLINE T bwd(T dy, T z, T) const {
         T e = vexp(z < T(20) ? z : T(20));
         T n = e * (e + T(2));
         T d = n + T(2);
@@ -99,8 +99,8 @@ template <class T> struct MishOp {
 };
 // y = z Phi(z) = z/2 (1 + erf(z / sqrt 2)) ; dz = dy (Phi(z) + z phi(z)), phi = e^{-z^2/2}/sqrt(2 pi)
 template <class T> struct GeluOp {
-    T fwd(T z) const { return T(0.5) * z * (T(1) + verf(z * T(0.70710678118654752440))); }
-    T bwd(T dy, T z, T) const {
+    FASTMLP_INLINE T fwd(T z) const { return T(0.5) * z * (T(1) + verf(z * T(0.70710678118654752440))); }
+    FASTMLP_INLINE T bwd(T dy, T z, T) const {
         T cdf = T(0.5) * (T(1) + verf(z * T(0.70710678118654752440)));
         T pdf = vexp(T(-0.5) * z * z) * T(0.39894228040143267794);
         return dy * (cdf + z * pdf);
@@ -110,8 +110,8 @@ template <class T> struct GeluOp {
 // dz = dy (0.5 (1 + t) + 0.5 z (1 - t^2) k (1 + 3 c z^2))
 template <class T> struct GeluTanhOp {
     static constexpr T k = T(0.79788456080286535588), c = T(0.044715);
-    T fwd(T z) const { return T(0.5) * z * (T(1) + vtanh(k * (z + c * z * z * z))); }
-    T bwd(T dy, T z, T) const {
+    FASTMLP_INLINE T fwd(T z) const { return T(0.5) * z * (T(1) + vtanh(k * (z + c * z * z * z))); }
+    FASTMLP_INLINE T bwd(T dy, T z, T) const {
         T t = vtanh(k * (z + c * z * z * z));
         return dy * (T(0.5) * (T(1) + t) + T(0.5) * z * (T(1) - t * t) * k * (T(1) + T(3) * c * z * z));
     }
@@ -120,11 +120,11 @@ template <class T> struct GeluTanhOp {
 // dz = s dy (cos u - sin(u)/u) / u, or its series -u/3 + u^3/30 - u^5/840 + u^7/45360 for |u| < 0.1
 template <class T> struct SincOp {
     T s;
-    T fwd(T z) const {
+    FASTMLP_INLINE T fwd(T z) const {
         T u = s * z;
         return u == T(0) ? T(1) : std::sin(u) / u;
     }
-    T bwd(T dy, T z, T) const {
+    FASTMLP_INLINE T bwd(T dy, T z, T) const {
         T u = s * z;
         T au = u < T(0) ? -u : u;
         T d;
@@ -139,22 +139,22 @@ template <class T> struct SincOp {
 };
 // y = 1 if z > 0 else 0 ; dz = 0 (no gradient flows through a step)
 template <class T> struct StepOp {
-    T fwd(T z) const { return z > T(0) ? T(1) : T(0); }
-    T bwd(T, T, T) const { return T(0); }
+    FASTMLP_INLINE T fwd(T z) const { return z > T(0) ? T(1) : T(0); }
+    FASTMLP_INLINE T bwd(T, T, T) const { return T(0); }
 };
 // y = z if beta z > threshold else log(1 + e^{beta z}) / beta
 // dz = dy (1 if linear else sigma(beta z)); dbeta = dy (z sigma(beta z) - y) / beta (0 if linear)
 template <class T> struct SoftplusOp {
     T beta, threshold;
-    T fwd(T z) const {
+    FASTMLP_INLINE T fwd(T z) const {
         T bz = beta * z;
         return bz > threshold ? z : vsoftplus(bz) / beta;
     }
-    T bwd(T dy, T z, T) const {
+    FASTMLP_INLINE T bwd(T dy, T z, T) const {
         T bz = beta * z;
         return bz > threshold ? dy : dy * vsigmoid(bz);
     }
-    T dparam(T dy, T z, T y) const {
+    FASTMLP_INLINE T dparam(T dy, T z, T y) const {
         T bz = beta * z;
         T v = dy * (z * vsigmoid(bz) - y) / beta;
         return bz > threshold ? T(0) : v;
@@ -163,12 +163,12 @@ template <class T> struct SoftplusOp {
 // y = z s, s = sigma(beta z) ; dz = dy (s + beta z s (1 - s)) ; dbeta = dy z^2 s (1 - s)
 template <class T> struct SiluOp {
     T beta;
-    T fwd(T z) const { return z * vsigmoid(beta * z); }
-    T bwd(T dy, T z, T) const {
+    FASTMLP_INLINE T fwd(T z) const { return z * vsigmoid(beta * z); }
+    FASTMLP_INLINE T bwd(T dy, T z, T) const {
         T s = vsigmoid(beta * z);
         return dy * (s + beta * z * s * (T(1) - s));
     }
-    T dparam(T dy, T z, T) const {
+    FASTMLP_INLINE T dparam(T dy, T z, T) const {
         T s = vsigmoid(beta * z);
         return dy * z * z * s * (T(1) - s);
     }
