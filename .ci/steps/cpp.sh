@@ -21,8 +21,9 @@ fi
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-# the build requirements, outside build isolation for this one direct build
-python -m pip install -q "pybind11>=2.12" "scipy-openblas32>=0.3.27"
+# the build requirements of pyproject.toml, outside build isolation for this one direct build
+# (a fresh venv's setuptools is too old for the SPDX license field)
+python -m pip install -q "setuptools>=77" "pybind11>=2.12" "scipy-openblas32>=0.3.27"
 FASTMLP_SANITIZE=1 FASTMLP_STRICT_BUILD=1 python setup.py -q build_ext \
     --build-lib "$tmp/lib" --build-temp "$tmp/build" >"$tmp/build.log" 2>&1 || { cat "$tmp/build.log"; exit 1; }
 # a copy of the package whose fastmlp._C is the sanitized build; PYTHONPATH puts it before
