@@ -11,4 +11,5 @@ set -euo pipefail
 python -m pip install -q -e ".[numba]"
 python -c "import fastmlp; r = fastmlp.backends()['numba']; assert r.available, r.reason; print('numba backend:', r.reason)"
 NUMBA_DISABLE_JIT=1 python -m pytest -q -p no:cacheprovider \
-    tests/test_backends_vs_reference.py tests/test_numba_backend.py -k "numba and not 70001"
+    tests/test_backends_vs_reference.py tests/test_numba_backend.py tests/test_math_accuracy.py \
+    -k "numba and not 70001"
