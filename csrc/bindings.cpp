@@ -9,9 +9,10 @@
 // passes contiguous arrays of the right dtype and allocates the outputs. The GIL is released
 // around the kernels. Kernels: the headers beside this file, which know nothing of Python.
 //
-// Built twice by setup.py: fastmlp._C for any x86-64 (SSE2) and, where the compiler can,
-// fastmlp._C_avx2 with -mavx2 -mfma (FASTMLP_MODULE=_C_avx2), which the backend imports instead
-// when the CPU has AVX2 and FMA (twice the vector width for every elementwise loop).
+// Built three times by setup.py: fastmlp._C for any x86-64 (SSE2) and, where the compiler can,
+// fastmlp._C_avx2 with -mavx2 -mfma (FASTMLP_MODULE=_C_avx2) and fastmlp._C_avx512 with
+// AVX-512 F/DQ/BW/VL at 512-bit vectors; the backend imports the widest the CPU runs
+// (cpu_supports below).
 //
 // Rebuild: `pip install -e .` from the repository root (see setup.py and docs/cpp.md).
 #ifndef FASTMLP_MODULE
@@ -280,21 +281,27 @@ void check_step(const char* op, i64 step) {
 PYBIND11_MODULE(FASTMLP_MODULE, m) {
     m.doc() = "fastmlp cpp backend kernels (C++17, OpenBLAS GEMMs). Use through fastmlp.get_backend('cpp').";
 
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(__AVX512F__) && defined(__AVX512DQ__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+    m.attr("isa") = "avx512";
+#elif defined(__AVX2__) && defined(__FMA__)
     m.attr("isa") = "avx2+fma";
 #elif defined(__AVX__)
     m.attr("isa") = "avx";
 #else
     m.attr("isa") = "sse2";
 #endif
-    m.def("cpu_has_avx2_fma", [] {
+    m.def("cpu_supports", [](const std::string& isa) {
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
         __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-        return false;
+        const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        if (isa == "avx2") return avx2;
+        if (isa == "avx512")
+            return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")
+                   && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+        fail_value("cpu_supports: isa must be 'avx2' or 'avx512'");
 #endif
-    }, "True if this CPU runs fastmlp._C_avx2.");
+        return false;
+    }, "True if this CPU runs fastmlp._C_<isa> (isa: 'avx2' or 'avx512').");
 
     m.def("set_num_threads", [](int n) {
         if (n < 1) fail_value("set_num_threads: need a positive thread count");

@@ -10,8 +10,9 @@ FASTMLP_BACKEND
 FASTMLP_NUM_THREADS
     Thread count for the native backends' own loops (default: let the backend decide).
 FASTMLP_CPP_ISA
-    Which build of the cpp kernels to load: ``auto`` (default: the AVX2+FMA build on a CPU that
-    has them, else the portable one) or ``portable`` (always the portable SSE2 build).
+    The widest build of the cpp kernels to load: ``auto`` (default: the AVX-512 build on a CPU
+    that has AVX-512 F/DQ/BW/VL, else the AVX2+FMA build on one with those, else the portable
+    SSE2 one), ``avx512``, ``avx2``, or ``portable`` (always the portable build).
 """
 
 from __future__ import annotations
@@ -49,12 +50,16 @@ def num_threads() -> int | None:
     return _integer("FASTMLP_NUM_THREADS", 1)
 
 
+_CPP_ISAS = ("auto", "avx512", "avx2", "portable")
+
+
 @cache
 def cpp_isa() -> str:
-    """``FASTMLP_CPP_ISA``: ``"auto"`` (default) or ``"portable"``."""
+    """``FASTMLP_CPP_ISA``: the widest build of the cpp backend to use, ``"auto"`` (default:
+    the widest this CPU runs), ``"avx512"``, ``"avx2"`` or ``"portable"``."""
     raw = os.environ.get("FASTMLP_CPP_ISA", "").strip().lower() or "auto"
-    if raw not in ("auto", "portable"):
-        raise ValueError(f"FASTMLP_CPP_ISA must be 'auto' or 'portable', got {raw!r}")
+    if raw not in _CPP_ISAS:
+        raise ValueError(f"FASTMLP_CPP_ISA must be one of {', '.join(_CPP_ISAS)}; got {raw!r}")
     return raw
 
 

@@ -6,6 +6,7 @@ activation and optimizer configuration it runs natively, fallbacks, threads, flu
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -602,38 +603,69 @@ def test_vectorised_exp_accuracy(C):
 
 
 # ---------------------------------------------------------------------------- both builds
-def test_both_builds_match_the_reference(cpp):
-    """The module in use (fastmlp._C_avx2 on an AVX2+FMA CPU) and the portable fastmlp._C
-    (SSE2, no FMA contraction) both give the reference's results."""
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "portable"])
+def test_every_build_matches_the_reference(cpp, isa):
+    """Each build this CPU runs, fastmlp._C_avx512 (AVX-512 at 512-bit vectors),
+    fastmlp._C_avx2 (AVX2+FMA) and the portable fastmlp._C (SSE2, no FMA contraction), gives
+    the reference's results; ``isa`` is a ceiling, and "auto" takes the widest."""
     from fastmlp._validate import as_batch
     from fastmlp.backends.cpp_backend import CppBackend
 
-    portable = CppBackend(isa="portable")
-    assert portable._C.__name__ == "fastmlp._C" and portable._C.isa == "sse2"
+    be = CppBackend(isa=isa)
+    module = {"avx512": "fastmlp._C_avx512", "avx2": "fastmlp._C_avx2", "portable": "fastmlp._C"}[isa]
+    if isa != "portable" and not be._C.cpu_supports(isa):
+        assert be._C.__name__ != module
+        pytest.skip(f"this CPU does not run {module}")
+    if importlib.util.find_spec(module) is None:  # not built (an old compiler; the sanitizer run)
+        pytest.skip(f"{module} is not built")
+    assert be._C.__name__ == module
+    assert be._C.isa == {"avx512": "avx512", "avx2": "avx2+fma", "portable": "sse2"}[isa]
+    if isa == "avx512" or (isa == "avx2" and not be._C.cpu_supports("avx512")):
+        assert cpp._C.__name__ == be._C.__name__  # "auto" takes the widest
     rng = np.random.default_rng(9)
-    for be in (cpp, portable):
-        for dtype in ("float32", "float64"):
-            Z = (rng.standard_normal((130, 1031)) * 3).astype(dtype)
-            dY = rng.standard_normal((130, 1031)).astype(dtype)
-            for name in ("gelu", "mish", "tanh", "sigmoid", "softplus", "elu", "silu", "log_sigmoid"):
-                Y = getattr(be, f"{name}_forward")(Z)
-                Y_ref = getattr(REF, f"{name}_forward")(Z)
-                assert_matches(Y, Y_ref, dtype, "forward", None, f"{be._C.__name__} {name}")
-                out = getattr(be, f"{name}_backward")(dY, Z, Y_ref)
-                ref = getattr(REF, f"{name}_backward")(dY, Z, Y_ref)
-                if isinstance(ref, tuple):
-                    out, ref = out[0], ref[0]
-                assert_matches(out, ref, dtype, "backward", None, f"{be._C.__name__} {name} backward")
-            X, y = rng.standard_normal((40, 12)), rng.integers(0, 3, 40)
-            runs = []
-            for backend in (be, REF):
-                # pinned to numpy: the reference composition's forward/backward run there, and the
-                # native step reads the host arena directly
-                model = L.MLP(12, [16], 3, activation="tanh", dtype=dtype, rng=3).to("numpy")
-                opt = L.optim.Adam(model.parameters(), lr=0.01, amsgrad=True)
-                Xb = as_batch(X, model.dtype, backend, 12)
-                values = [backend.train_step(model, Xb, y, L.CrossEntropyLoss(), opt) for _ in range(10)]
-                runs.append((model, values))
-            np.testing.assert_allclose(runs[0][1], runs[1][1], *TOL[dtype]["step"])
-            for (k, a), (_, e) in zip(runs[0][0].state_dict().items(), runs[1][0].state_dict().items()):
-                assert_matches(a, e, dtype, "step", None, f"{be._C.__name__} {k}")
+    for dtype in ("float32", "float64"):
+        Z = (rng.standard_normal((130, 1031)) * 3).astype(dtype)
+        dY = rng.standard_normal((130, 1031)).astype(dtype)
+        for name in ("gelu", "mish", "tanh", "sigmoid", "softplus", "elu", "silu", "log_sigmoid"):
+            Y = getattr(be, f"{name}_forward")(Z)
+            Y_ref = getattr(REF, f"{name}_forward")(Z)
+            assert_matches(Y, Y_ref, dtype, "forward", None, f"{be._C.__name__} {name}")
+            out = getattr(be, f"{name}_backward")(dY, Z, Y_ref)
+            ref = getattr(REF, f"{name}_backward")(dY, Z, Y_ref)
+            if isinstance(ref, tuple):
+                out, ref = out[0], ref[0]
+            assert_matches(out, ref, dtype, "backward", None, f"{be._C.__name__} {name} backward")
+        X, y = rng.standard_normal((40, 12)), rng.integers(0, 3, 40)
+        runs = []
+        for backend in (be, REF):
+            # pinned to numpy: the reference composition's forward/backward run there, and the
+            # native step reads the host arena directly
+            model = L.MLP(12, [16], 3, activation="tanh", dtype=dtype, rng=3).to("numpy")
+            opt = L.optim.Adam(model.parameters(), lr=0.01, amsgrad=True)
+            Xb = as_batch(X, model.dtype, backend, 12)
+            values = [backend.train_step(model, Xb, y, L.CrossEntropyLoss(), opt) for _ in range(10)]
+            runs.append((model, values))
+        np.testing.assert_allclose(runs[0][1], runs[1][1], *TOL[dtype]["step"])
+        for (k, a), (_, e) in zip(runs[0][0].state_dict().items(), runs[1][0].state_dict().items()):
+            assert_matches(a, e, dtype, "step", None, f"{be._C.__name__} {k}")
+
+
+def test_the_isa_variable_caps_the_build(monkeypatch):
+    """``FASTMLP_CPP_ISA`` picks the widest build to load; a bad value is a clear error."""
+    from fastmlp import _config
+    from fastmlp.backends.cpp_backend import CppBackend
+
+    try:
+        monkeypatch.setenv("FASTMLP_CPP_ISA", "portable")
+        _config.reset()
+        assert CppBackend()._C.__name__ == "fastmlp._C"
+        monkeypatch.setenv("FASTMLP_CPP_ISA", "AVX2 ")  # case and spaces do not matter
+        _config.reset()
+        assert CppBackend()._C.__name__ in ("fastmlp._C_avx2", "fastmlp._C")  # _C: a CPU without AVX2
+        monkeypatch.setenv("FASTMLP_CPP_ISA", "avx1024")
+        _config.reset()
+        with pytest.raises(ValueError, match="FASTMLP_CPP_ISA must be one of auto, avx512, avx2, portable"):
+            CppBackend()
+    finally:
+        monkeypatch.undo()
+        _config.reset()

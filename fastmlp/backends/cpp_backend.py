@@ -50,11 +50,16 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _REDUCTIONS = ("mean", "sum", "none")
 
 
+_ISAS = ("avx512", "avx2", "portable")  # widest first
+
+
 def _load_extension(isa: str = "auto"):
     """Import the kernels after loading the OpenBLAS they link against (no rpath: see setup.py).
 
-    ``fastmlp._C_avx2`` (built with -mavx2 -mfma) when the CPU has AVX2 and FMA and ``isa`` is
-    ``"auto"``, else the portable ``fastmlp._C``.
+    The widest build this CPU runs, up to ``isa``: ``fastmlp._C_avx512`` (AVX-512 F/DQ/BW/VL),
+    ``fastmlp._C_avx2`` (AVX2 and FMA), else the portable ``fastmlp._C`` (SSE2). ``isa`` is
+    ``"auto"`` (the widest), ``"avx512"``, ``"avx2"`` or ``"portable"``, a ceiling: a build the
+    CPU cannot run, or that was not built (an old compiler), is passed over.
     """
     if importlib.util.find_spec("fastmlp._C") is None:
         raise ImportError(
@@ -73,8 +78,11 @@ def _load_extension(isa: str = "auto"):
         libs = [Path(scipy_openblas32.get_lib_dir()) / f"lib{scipy_openblas32.get_library()}.so"]
     ctypes.CDLL(str(libs[0]), mode=ctypes.RTLD_GLOBAL)
     portable = importlib.import_module("fastmlp._C")
-    if isa == "auto" and portable.cpu_has_avx2_fma() and importlib.util.find_spec("fastmlp._C_avx2") is not None:
-        return importlib.import_module("fastmlp._C_avx2")
+    widths = _ISAS[_ISAS.index("avx512" if isa == "auto" else isa):]
+    for width in widths[:-1]:  # the last is "portable"
+        name = f"fastmlp._C_{width}"
+        if portable.cpu_supports(width) and importlib.util.find_spec(name) is not None:
+            return importlib.import_module(name)
     return portable
 
 
@@ -110,8 +118,8 @@ class CppBackend(NumpyBackend):
     is_reference = False
 
     def __init__(self, isa: str | None = None) -> None:
-        """``isa="portable"`` forces the SSE2 build even on an AVX2 CPU; default:
-        ``FASTMLP_CPP_ISA`` (``auto``)."""
+        """``isa``: the widest build to use (``"auto"``, ``"avx512"``, ``"avx2"`` or
+        ``"portable"``, the SSE2 build on any CPU); default: ``FASTMLP_CPP_ISA`` (``auto``)."""
         self._C = _load_extension(isa or _config.cpp_isa())
         threads = _config.num_threads()
         if threads is None:  # the cores this process may use, at most 4 (docs/cpp.md: Threads)
