@@ -94,7 +94,8 @@ template <class T> struct MishOp {
         T n = e * (e + T(2));
         T d = n + T(2);
         T t = n / d;
-        return dy * (t + z * vsigmoid(z) * ((T(4) * n + T(4)) / (d * d)));
+        T s = e / (T(1) + e);  // sigma(z) from the same exp (where z > 20 it multiplies 1 - t^2 = 0)
+        return dy * (t + z * s * ((T(4) * n + T(4)) / (d * d)));
     }
 };
 // y = z Phi(z) = z/2 (1 + erf(z / sqrt 2)) ; dz = dy (Phi(z) + z phi(z)), phi = e^{-z^2/2}/sqrt(2 pi)
