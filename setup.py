@@ -58,7 +58,7 @@ def _cpp_extensions():
     if not SANITIZE:  # the sanitizer run checks the portable build only
         variants.append(("fastmlp._C_avx2", [("FASTMLP_MODULE", "_C_avx2")], ["-mavx2", "-mfma"]))
         # GCC's generic tuning keeps 256-bit vectors even with AVX-512: ask for 512 (1.3-1.7x on
-        # the transcendental activations over the AVX2 build, on Zen 4 and Xeon alike)
+        # the transcendental activations over the AVX2 build, one core of a Zen 4 EPYC)
         avx512 = ["-mavx2", "-mfma", "-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl",
                   "-mprefer-vector-width=512"]
         variants.append(("fastmlp._C_avx512", [("FASTMLP_MODULE", "_C_avx512")], avx512))

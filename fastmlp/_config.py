@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from functools import cache
 
-__all__ = ["backend_request", "cpp_isa", "num_threads", "output_cache_bytes", "reset"]
+__all__ = ["CPP_ISAS", "backend_request", "cpp_isa", "num_threads", "output_cache_bytes", "reset"]
 
 
 @cache
@@ -50,7 +50,7 @@ def num_threads() -> int | None:
     return _integer("FASTMLP_NUM_THREADS", 1)
 
 
-_CPP_ISAS = ("auto", "avx512", "avx2", "portable")
+CPP_ISAS = ("auto", "avx512", "avx2", "portable")  # "auto", then the builds widest first
 
 
 @cache
@@ -58,8 +58,8 @@ def cpp_isa() -> str:
     """``FASTMLP_CPP_ISA``: the widest build of the cpp backend to use, ``"auto"`` (default:
     the widest this CPU runs), ``"avx512"``, ``"avx2"`` or ``"portable"``."""
     raw = os.environ.get("FASTMLP_CPP_ISA", "").strip().lower() or "auto"
-    if raw not in _CPP_ISAS:
-        raise ValueError(f"FASTMLP_CPP_ISA must be one of {', '.join(_CPP_ISAS)}; got {raw!r}")
+    if raw not in CPP_ISAS:
+        raise ValueError(f"FASTMLP_CPP_ISA must be one of {', '.join(CPP_ISAS)}; got {raw!r}")
     return raw
 
 

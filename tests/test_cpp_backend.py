@@ -666,6 +666,8 @@ def test_the_isa_variable_caps_the_build(monkeypatch):
         _config.reset()
         with pytest.raises(ValueError, match="FASTMLP_CPP_ISA must be one of auto, avx512, avx2, portable"):
             CppBackend()
+        with pytest.raises(ValueError, match="isa must be one of auto, avx512, avx2, portable; got 'sse9'"):
+            CppBackend(isa="sse9")
     finally:
         monkeypatch.undo()
         _config.reset()

@@ -50,9 +50,6 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _REDUCTIONS = ("mean", "sum", "none")
 
 
-_ISAS = ("avx512", "avx2", "portable")  # widest first
-
-
 def _load_extension(isa: str = "auto"):
     """Import the kernels after loading the OpenBLAS they link against (no rpath: see setup.py).
 
@@ -61,6 +58,8 @@ def _load_extension(isa: str = "auto"):
     ``"auto"`` (the widest), ``"avx512"``, ``"avx2"`` or ``"portable"``, a ceiling: a build the
     CPU cannot run, or that was not built (an old compiler), is passed over.
     """
+    if isa not in _config.CPP_ISAS:
+        raise ValueError(f"isa must be one of {', '.join(_config.CPP_ISAS)}; got {isa!r}")
     if importlib.util.find_spec("fastmlp._C") is None:
         raise ImportError(
             "the C++ extension fastmlp._C is not built (no C++17 compiler at install time?); "
@@ -78,8 +77,8 @@ def _load_extension(isa: str = "auto"):
         libs = [Path(scipy_openblas32.get_lib_dir()) / f"lib{scipy_openblas32.get_library()}.so"]
     ctypes.CDLL(str(libs[0]), mode=ctypes.RTLD_GLOBAL)
     portable = importlib.import_module("fastmlp._C")
-    widths = _ISAS[_ISAS.index("avx512" if isa == "auto" else isa):]
-    for width in widths[:-1]:  # the last is "portable"
+    builds = _config.CPP_ISAS[1:]  # widest first
+    for width in builds[builds.index("avx512" if isa == "auto" else isa):-1]:  # the last is portable
         name = f"fastmlp._C_{width}"
         if portable.cpu_supports(width) and importlib.util.find_spec(name) is not None:
             return importlib.import_module(name)
