@@ -33,7 +33,7 @@ template <class T> struct IdentityOp {
 };
 // y = max(0, z) ; dz = dy [y > 0]   (0 at the kink, read from Y)
 template <class T> struct ReluOp {
-    FASTMLP_INLINE T fwd(T z) const { return z > T(0) ? z : T(0); }
+    FASTMLP_INLINE T fwd(T z) const { return pos_part(z); }
     FASTMLP_INLINE T bwd(T dy, T, T y) const { return y > T(0) ? dy : T(0); }
 };
 // y = 1 / (1 + e^{-z}) ; dz = dy y (1 - y)
@@ -55,8 +55,6 @@ template <class T> struct LeakyReluOp {
 // y = c (z if z > 0 else a (e^z - 1)) ; dz = c dy (1 if z > 0 else a e^z)   (elu: c = 1; selu)
 template <class T> struct EluOp {
     T a, c;
-    // min(z, 0) written so that NaN passes through (z < 0 ? z : 0 would turn NaN into 0)
-    FASTMLP_INLINE static T neg_part(T z) { return z > T(0) ? T(0) : z; }
     FASTMLP_INLINE T fwd(T z) const { return c * (z > T(0) ? z : a * vexpm1(neg_part(z))); }
     FASTMLP_INLINE T bwd(T dy, T z, T) const {
         T e = vexp(neg_part(z));
@@ -75,7 +73,7 @@ template <class T> struct SoftsignOp {
 template <class T> struct LogSigmoidOp {
     FASTMLP_INLINE T fwd(T z) const {
         T az = z < T(0) ? -z : z;
-        return (z < T(0) ? z : T(0)) - vlog1p(vexp(-az));
+        return neg_part(z) - vlog1p(vexp(-az));
     }
     FASTMLP_INLINE T bwd(T dy, T z, T) const { return dy * vsigmoid(-z); }
 };

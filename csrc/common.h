@@ -106,6 +106,12 @@ FASTMLP_INLINE std::uint32_t as_u32(float f) { std::uint32_t u; std::memcpy(&u, 
 FASTMLP_INLINE double as_double(std::uint64_t u) { double d; std::memcpy(&d, &u, 8); return d; }
 FASTMLP_INLINE std::uint64_t as_u64(double d) { std::uint64_t u; std::memcpy(&u, &d, 8); return u; }
 
+// ---------------------------------------------------------------------------- max/min with 0
+// max(x, 0) and min(x, 0) that pass NaN through: written as x > 0 ? x : 0 they would return 0
+// for NaN, a silent wrong answer (ReLU, ELU). pos_part(-0) = +0, as NumPy's maximum.
+template <class T> FASTMLP_INLINE T pos_part(T x) { return x <= T(0) ? T(0) : x; }
+template <class T> FASTMLP_INLINE T neg_part(T x) { return x > T(0) ? T(0) : x; }
+
 // ---------------------------------------------------------------------------- all_finite
 // No NaN or +-Inf among n values: none has an exponent of all ones. An integer OR over the
 // bits (a float reduction would not vectorise without reassociation), read through may_alias
@@ -220,7 +226,7 @@ FASTMLP_INLINE T vlog1p(T u) {
 template <class T>
 FASTMLP_INLINE T vsoftplus(T x) {
     T ax = x < T(0) ? -x : x;
-    return (x > T(0) ? x : T(0)) + vlog1p(vexp(-ax));
+    return pos_part(x) + vlog1p(vexp(-ax));
 }
 
 // sigma(x) = 1 / (1 + e^{-x}) for x >= 0, e^x / (1 + e^x) for x < 0 (e = e^{-|x|} <= 1).

@@ -119,7 +119,7 @@ double bce_with_logits_loss(const T* Zl, const T* Tg, i64 n, T r, T* L, T* G) {
     double s = 0.0;
     for (i64 i = 0; i < n; ++i) {
         T z = Zl[i], az = z < T(0) ? -z : z;
-        T l = (z > T(0) ? z : T(0)) - z * Tg[i] + vlog1p(vexp(-az));
+        T l = pos_part(z) - z * Tg[i] + vlog1p(vexp(-az));
         if (L) L[i] = l;
         if (G) G[i] = (vsigmoid(z) - Tg[i]) * r;
         s += double(l);

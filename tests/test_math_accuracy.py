@@ -19,6 +19,7 @@ import pytest
 from helpers import backend_params, to_host
 
 from fastmlp.backends import get_backend
+from fastmlp.backends.base import FUSED_ACTIVATIONS
 
 
 @pytest.fixture(params=backend_params(include_reference=True))
@@ -96,7 +97,8 @@ def test_float64_over_the_whole_range(backend):
 
 
 def _assert_special_values(backend, dtype):
-    """NaN stays NaN, +-inf saturate, and tanh keeps the sign of zero. The
+    """NaN stays NaN (also through the fused dense activation), +-inf saturate, and tanh keeps
+    the sign of zero. The
     C++ backend flushes denormals to zero inside its kernels (FtzGuard), so the smallest
     denormal may come back as itself or as 0."""
     special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0], dtype)
@@ -114,7 +116,13 @@ def _assert_special_values(backend, dtype):
         np.testing.assert_array_equal(got, np.array(want, dtype), err_msg=name)
         if name == "tanh":  # odd: tanh(-0) = -0, as NumPy's
             assert np.signbit(got[4]) and not np.signbit(got[3]), "tanh(-0) must be -0"
-    for name, hyper in (("mish", ()), ("gelu", ("tanh",)), ("selu", ()), ("silu", ())):
+    for name, hyper in (("mish", ()), ("gelu", ("tanh",)), ("selu", ()), ("silu", ()), ("relu", ()),
+                        ("leaky_relu", ())):
         assert np.isnan(_forward(backend, name, special[:1], *hyper)[0]), f"{name}(nan)"
+    # and through the dense layer's fused activation (max(z, 0) written as z > 0 ? z : 0 gave 0)
+    X, W = np.array([[np.nan, -1.0, 2.0]], dtype), np.eye(3, dtype=dtype)
+    for act in FUSED_ACTIVATIONS:
+        Y = to_host(backend, backend.dense_forward(backend.asarray(X), backend.asarray(W), None, act))
+        assert np.isnan(Y).all(), f"dense_forward {act}: {Y}"
     tiny = np.array([np.finfo(dtype).smallest_subnormal], dtype)
     assert _forward(backend, "tanh", tiny)[0] in (tiny[0], 0.0)
