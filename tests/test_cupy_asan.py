@@ -58,6 +58,7 @@ def test_asan_catches_a_missing_bounds_check():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2000)  # the subprocess has 1800 s of its own
 def test_kernels_under_asan():
     """The kernel-level suite (float64 activations left out for time) with ASan."""
     env = _asan_env()
