@@ -8,7 +8,7 @@
 set -euo pipefail
 # CuPy imports without a device (its NVRTC wrapper and option assembly are what the gate uses);
 # cuda-toolkit[nvrtc] provides libnvrtc for CUDA 13; the headers come from /usr/local/cuda.
-python -m pip install -q -e ".[cupy]" 'cuda-toolkit[nvrtc]==13.*'
+python -m pip install -q $(python .ci/extra_requirements.py cupy) 'cuda-toolkit[nvrtc]==13.*'
 python - <<'PY'
 from cupy_backends.cuda.libs import nvrtc
 print("NVRTC", nvrtc.getVersion(), "archs", nvrtc.getSupportedArchs())

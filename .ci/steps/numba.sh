@@ -8,7 +8,7 @@
 # The jitted run of the whole suite (every op of numba against the reference) is .ci/run's
 # own `pytest`, which now finds numba installed.
 set -euo pipefail
-python -m pip install -q -e ".[numba]"
+python -m pip install -q $(python .ci/extra_requirements.py numba)
 python -c "import fastmlp; r = fastmlp.backends()['numba']; assert r.available, r.reason; print('numba backend:', r.reason)"
 NUMBA_DISABLE_JIT=1 python -m pytest -q -p no:cacheprovider \
     tests/test_backends_vs_reference.py tests/test_numba_backend.py tests/test_math_accuracy.py \
