@@ -17,6 +17,7 @@ import numpy as np
 
 from . import init as _init
 from ._arena import Arena, Parameter, pack
+from ._random import resolve_rng
 from ._validate import as_batch, check_name, is_float_dtype
 from .backends import get_backend
 
@@ -207,7 +208,8 @@ class Linear(Module):
     dtype : "float32" or "float64"
     rng : int, numpy Generator or None
         Source of the initial weights: PyTorch's default, ``W ~ kaiming_uniform(a = sqrt 5)``
-        (that is ``U(+-1/sqrt(in))``) and ``b ~ U(+-1/sqrt(in))``.
+        (that is ``U(+-1/sqrt(in))``) and ``b ~ U(+-1/sqrt(in))``, drawn one after the other
+        from one generator (an int seeds it; None: the global one of :func:`fastmlp.seed`).
 
     Attributes
     ----------
@@ -222,6 +224,7 @@ class Linear(Module):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{n} must be a positive integer, got {v!r}")
         self.in_features, self.out_features = int(in_features), int(out_features)
+        rng = resolve_rng(rng)  # one generator: an int seeding weight and bias apart drew b from W's numbers
         W = np.empty((self.out_features, self.in_features))
         _init.kaiming_uniform_(W, a=math.sqrt(5), rng=rng)
         self.weight = self._register("weight", W)
@@ -721,7 +724,8 @@ class MLP(Sequential):
     activation_kwargs : dict, optional
         Passed to each hidden activation (``{"negative_slope": 0.1}``).
     rng : int, numpy Generator or None
-        Source of the initial weights.
+        Source of the initial weights: one generator draws every layer in turn (an int seeds
+        it; None: the global one of :func:`fastmlp.seed`).
 
     Examples
     --------
@@ -739,6 +743,7 @@ class MLP(Sequential):
         kwargs = dict(activation_kwargs or {})
         check_name("activation", activation, ACTIVATIONS)
         widths = [in_features, *hidden]
+        rng = resolve_rng(rng)  # one generator for all layers: an int per layer gave them all the same weights
         layers: list[Module] = []
         for a, b in zip(widths[:-1], widths[1:]):
             layers.append(Linear(a, b, bias=bias, dtype=dtype, rng=rng))

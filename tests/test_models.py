@@ -77,6 +77,23 @@ def test_seed_gives_identical_models():
     assert not np.array_equal(a.state_dict()["0.weight"], c.state_dict()["0.weight"])
 
 
+def test_an_int_rng_seeds_one_stream_for_the_whole_model():
+    """rng=0 gives the same model twice, and its layers (and a layer's weight and bias) draw
+    different numbers: the int seeds one generator, not one per layer or per tensor."""
+    a, b = fastmlp.MLP(8, [8, 8], 8, rng=0), fastmlp.MLP(8, [8, 8], 8, rng=0)
+    for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        np.testing.assert_array_equal(x, y, err_msg=k)
+    sd = a.state_dict()
+    W0, W2, W4 = (sd[f"{i}.weight"] for i in (0, 2, 4))
+    assert not np.allclose(W0, W2) and not np.allclose(W2, W4)
+    bound = np.sqrt(8)  # W ~ U(+-1/sqrt(8)); scaled to U(+-1) the bias is no prefix of W
+    assert not np.allclose(sd["0.bias"] * bound, (W0.ravel() * bound)[:8], atol=0.05)
+    big = fastmlp.MLP(784, [256, 256], 10, rng=0).state_dict()
+    assert abs(np.corrcoef(big["2.weight"].ravel()[:2560], big["4.weight"].ravel())[0, 1]) < 0.1  # was 0.99999999
+    layer = fastmlp.Linear(5, 5, rng=1)
+    assert not np.allclose(layer.bias.data, layer.weight.data.ravel()[:5])
+
+
 def test_float64_model_computes_in_float64():
     model = fastmlp.MLP(5, [4], 3, activation="elu", dtype="float64", rng=0)
     X = np.random.default_rng(0).standard_normal((2, 5))
