@@ -255,6 +255,23 @@ def test_param_groups_with_own_learning_rates_match_separate_optimizers():
         np.testing.assert_array_equal(pa.data, pb.data)
 
 
+def test_adagrad_starts_each_group_at_its_own_accumulator():
+    """``initial_accumulator_value`` per param group, as torch.optim.Adagrad: s_0 = that
+    value, so after g = 1 the step is lr / (sqrt(s_0 + 1) + eps)."""
+    model = _model("float64")
+    first, second = model.layers[0].parameters(), model.layers[2].parameters()
+    opt = optim.Adagrad([{"params": first}, {"params": second, "initial_accumulator_value": 5.0}],
+                        lr=0.1, initial_accumulator_value=0.5)
+    for p in model.parameters():
+        p.grad[...] = 1.0
+    before = [p.data.copy() for p in model.parameters()]
+    opt.step()
+    for p, b in zip(model.parameters(), before):
+        s0 = 5.0 if any(p is q for q in second) else 0.5
+        np.testing.assert_allclose(b - p.data, 0.1 / (np.sqrt(s0 + 1.0) + 1e-10), rtol=1e-12, err_msg=p.name)
+        np.testing.assert_array_equal(opt.flat_state()["sum"][p.offset:p.offset + p.size], s0 + 1.0)
+
+
 def test_weight_decay_skipping_biases_through_groups():
     model = _model()
     weights = [p for n, p in model.named_parameters() if n.endswith("weight")]

@@ -711,7 +711,7 @@ def _optimizer_spec(optimizer, arena, covers: bool) -> tuple[int, np.ndarray, li
         states = [buf(arena, "exp_avg"), None, None]
     elif code == 2:
         h = (g["lr"], g["lr_decay"], g["weight_decay"], g["eps"], g["eps_root"])
-        states = [buf(arena, "sum", g["initial_accumulator_value"]), None, None]
+        states = [buf(arena, "sum"), None, None]
     elif code == 3:
         h = (g["lr"], g["alpha"], g["eps"], g["weight_decay"], g["momentum"], g["centered"],
              g["bias_correction"], g["eps_root"])

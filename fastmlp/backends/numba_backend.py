@@ -1042,7 +1042,7 @@ def _momentum(opt, group, arena):
 
 def _adagrad(opt, group, arena):
     dt = arena.dtype
-    s1 = opt._buffer(arena, "sum", group["initial_accumulator_value"])
+    s1 = opt._buffer(arena, "sum")
     c = _adagrad_coefficients(dt, group["lr"], group["step"], group["lr_decay"], group["weight_decay"],
                               group["eps"], group["eps_root"])
     return K.OPT_ADAGRAD, s1, _empty(dt), _empty(dt), c

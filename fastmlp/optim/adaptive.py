@@ -39,8 +39,11 @@ class Adagrad(Optimizer):
         for k in ("lr_decay", "initial_accumulator_value", "eps", "eps_root"):
             check_range(k, group[k])
 
+    def _state_fill(self, name, group):
+        return group["initial_accumulator_value"] if name == "sum" else 0.0
+
     def _update(self, be, group, arena, a, b):
-        s = self._buffer(arena, "sum", group["initial_accumulator_value"])[a:b]
+        s = self._buffer(arena, "sum")[a:b]
         be.adagrad_step(arena.data[a:b], arena.grad[a:b], s, group["lr"], group["step"],
                         group["lr_decay"], group["weight_decay"], group["eps"], group["eps_root"])
 

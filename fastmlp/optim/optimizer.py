@@ -107,14 +107,26 @@ class Optimizer:
         """Scalar state of a group besides ``step`` (e.g. NAdam's ``mu_product``)."""
 
     # ------------------------------------------------------------------ buffers
-    def _buffer(self, arena: Arena, name: str, fill: float = 0.0):
-        """The flat state buffer ``name`` for ``arena`` (allocated on first use)."""
+    def _state_fill(self, name: str, group: dict[str, Any]) -> float:
+        """The starting value of state buffer ``name`` over ``group``'s parameters (subclasses
+        override: Adagrad's ``sum`` starts at the group's ``initial_accumulator_value``)."""
+        return 0.0
+
+    def _buffer(self, arena: Arena, name: str):
+        """The flat state buffer ``name`` for ``arena`` (allocated on first use, each param
+        group's segments filled with :meth:`_state_fill`)."""
         per = self._buffers.setdefault(id(arena), {})
         self._arenas[id(arena)] = arena
         buf = per.get(name)
         if buf is None or buf.size != arena.size or buf.dtype != arena.dtype:
             buf = arena.data.copy()
-            buf.fill(fill)
+            buf.fill(0)
+            for group in self.param_groups:
+                fill = self._state_fill(name, group)
+                if fill != 0:
+                    for seg_arena, a, b in segments(group["params"]):
+                        if seg_arena is arena:
+                            buf[a:b].fill(fill)
             per[name] = buf
         return buf
 
