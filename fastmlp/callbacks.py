@@ -105,7 +105,7 @@ class EarlyStopping(Callback):
                 self._best_state = state.model.state_dict()
             return
         self.wait += 1
-        if self.wait > self.patience:
+        if self.wait >= self.patience:  # as Keras: patience epochs without improvement, then stop
             self.stopped_epoch = epoch + 1
             state.stop = True
 

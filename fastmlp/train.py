@@ -20,7 +20,8 @@ from typing import Any, TextIO
 import numpy as np
 
 from ._progress import ProgressBar, is_terminal
-from .backends import use_backend
+from ._validate import as_labels
+from .backends import get_backend, use_backend
 from .data.dataset import ArrayDataset
 from .data.loader import DataLoader
 from .losses import Loss, get_loss
@@ -154,11 +155,17 @@ def _is_classification(target: np.ndarray, out_width: int) -> bool:
     return False
 
 
-def _labels(target: np.ndarray) -> np.ndarray:
+def _labels(target: np.ndarray, out_width: int) -> np.ndarray:
+    """Class ids of ``target`` against a model with ``out_width`` outputs: one-hot (or
+    probability) rows give their argmax; labels must be whole numbers in ``[0, C)``, C the
+    output width (2 for a single output unit), or ValueError (never a silent miscount)."""
     t = np.asarray(target)
     if t.ndim == 2 and t.shape[1] > 1:
+        if t.shape[1] != out_width:
+            raise ValueError(f"target rows have {t.shape[1]} columns; the model has {out_width} outputs")
         return t.argmax(axis=1)
-    return t.reshape(-1).astype(np.int64)
+    t = t.reshape(-1)
+    return as_labels(t, max(out_width, 2), t.shape[0], get_backend("numpy"))
 
 
 def _predicted(model: Any, out: Any) -> np.ndarray:
@@ -188,7 +195,7 @@ def predict_loader(model: Any, data: Any, batch_size: int = 1024) -> tuple[np.nd
             X, y = _split_batch(batch)
             out = model.forward(X if be.device == "cpu" else be.asarray(X))
             preds.append(_predicted(model, out))
-            targets.append(_labels(y))
+            targets.append(_labels(y, int(out.shape[1])))
     finally:
         model.train(was_training)
     return np.concatenate(preds), np.concatenate(targets)
@@ -235,7 +242,7 @@ def evaluate(model: Any, data: Any, loss: str | Loss | None = None, batch_size: 
                 if acc is None:
                     acc = _is_classification(be.to_numpy(y), int(out.shape[1]))
                 if acc:
-                    correct += int((_predicted(model, out) == _labels(be.to_numpy(y))).sum())
+                    correct += int((_predicted(model, out) == _labels(be.to_numpy(y), int(out.shape[1]))).sum())
                 n += m
     finally:
         model.train(was_training)

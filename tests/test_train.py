@@ -114,10 +114,27 @@ def test_scheduler_steps_once_per_epoch():
     assert hist2.lr == pytest.approx([0.2, 0.1, 0.05])
 
 
+@pytest.mark.parametrize("patience, stopped", [(0, 2), (1, 2), (2, 3), (3, 4)])
+def test_early_stopping_waits_patience_epochs_as_keras(patience, stopped):
+    """Epoch 1 sets the best; training stops after ``patience`` epochs without improvement
+    (Keras's count: patience=2 on a flat metric stops after epoch 3; 0 and 1 both stop at the
+    first epoch that does not improve)."""
+    from types import SimpleNamespace
+
+    es = EarlyStopping(monitor="loss", patience=patience)
+    state = SimpleNamespace(stop=False, model=None)
+    es.on_train_begin(state)
+    epoch = 0
+    while not state.stop and epoch < 10:
+        es.on_epoch_end(epoch, {"loss": 0.5 if epoch == 0 else 1.0}, state)
+        epoch += 1
+    assert es.stopped_epoch == stopped and epoch == stopped and es.best_epoch == 1
+
+
 def test_early_stopping_stops_and_restores():
     X, y = blobs(90)
     model = MLP(2, [8], 3, rng=0)
-    # a zero learning rate never improves: stop after patience + 1 epochs
+    # a learning rate of 1e-12 hardly moves the loss: it stops within a few epochs
     es = EarlyStopping(monitor="loss", patience=1, restore_best_weights=True)
     hist = fit(model, (X, y), optimizer="sgd", lr=1e-12, epochs=20, batch_size=30, verbose=0, callbacks=[es],
                shuffle=False)
@@ -160,6 +177,22 @@ def test_misclassified_lists_the_failures():
     for i, t, p in wrong:
         assert t == y[i] and p == pred[i]
     assert fastmlp.accuracy(model, (X, y)) == pytest.approx(1 - len(wrong) / len(y))
+
+
+def test_accuracy_and_misclassified_reject_labels_the_model_cannot_output():
+    X = blobs(6)[0]
+    model = MLP(2, [4], 3, rng=0)
+    for fn in (fastmlp.accuracy, fastmlp.misclassified, lambda m, d: fastmlp.evaluate(m, d, loss="cross_entropy")):
+        with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\), got values in \[-1, 7\]"):
+            fn(model, (X, np.array([0, 1, 2, 3, 7, -1])))
+        with pytest.raises(ValueError, match="whole numbers"):
+            fn(model, (X, np.array([0.5, 1.2, 0, 1, 2, 0])))
+        with pytest.raises(ValueError, match=r"4 columns; the model has 3 outputs|shape \(6, 4\) differs"):
+            fn(model, (X, np.eye(4)[[0, 1, 2, 0, 1, 2]]))
+    binary = MLP(2, [4], 1, rng=0)  # one output unit: labels 0 and 1
+    assert 0 <= fastmlp.accuracy(binary, (X, np.array([0, 1, 1, 0, 1, 0]))) <= 1
+    with pytest.raises(ValueError, match=r"\[0, 2\)"):
+        fastmlp.accuracy(binary, (X, np.array([0, 1, 2, 0, 1, 0])))
 
 
 def test_fit_rejects_bad_arguments():
