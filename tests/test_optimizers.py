@@ -336,6 +336,10 @@ def test_optimizer_rejects_bad_hyper_parameters():
         optim.SGD([{"params": params}, {"params": params[:1]}])
     with pytest.raises(ValueError, match="unknown optimizer"):
         optim.get_optimizer("adamm", params)
+    with pytest.raises(ValueError, match="divides by eps at the first step"):  # its step 1 was 1e5 g
+        optim.RMSprop(params, centered=True, bias_correction=True)
+    with pytest.raises(ValueError, match="divides by eps"):
+        optim.RMSprop([{"params": params, "centered": True}], bias_correction=True)
 
 
 def test_get_optimizer_names_the_course_variants():

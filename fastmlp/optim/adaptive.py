@@ -65,6 +65,7 @@ class RMSprop(Optimizer):
     weight_decay, momentum : float, default 0
     centered : bool, default False
     bias_correction : bool, default False
+        Not with ``centered`` (ValueError): the first step would divide by ``eps``.
     eps_root : float, default 0
     """
 
@@ -82,6 +83,11 @@ class RMSprop(Optimizer):
         check_range("alpha", group["alpha"], 0.0, 1.0, high_open=True)
         for k in ("eps", "momentum", "eps_root"):
             check_range(k, group[k])
+        if group["centered"] and group["bias_correction"]:
+            # at t = 1 both corrected averages are exact, v = g^2 and m = g, so the centred
+            # variance v - m^2 is 0 and the step lr g / eps (1e5 g): refuse the pair
+            raise ValueError("RMSprop: centered=True with bias_correction=True divides by eps at the "
+                             "first step (the corrected centred variance is exactly 0); use one of them")
 
     def _update(self, be, group, arena, a, b):
         ga = self._buffer(arena, "grad_avg")[a:b] if group["centered"] else None
