@@ -18,7 +18,7 @@ import numpy as np
 from . import init as _init
 from ._arena import Arena, Parameter, pack
 from ._random import resolve_rng
-from ._validate import as_batch, check_name, is_float_dtype
+from ._validate import as_batch, check_finite, check_name, is_float_dtype
 from .backends import get_backend
 
 __all__ = [
@@ -274,7 +274,9 @@ def _check_grad(dY, Y, be):
         )
     if isinstance(dY, np.ndarray) and be.device != "cpu":
         raise TypeError("a NumPy gradient was passed to a GPU backend: move it first")
-    return be.xp.ascontiguousarray(be.xp.asarray(dY, dtype=Y.dtype))
+    dY = be.xp.ascontiguousarray(be.xp.asarray(dY, dtype=Y.dtype))
+    check_finite(dY, "gradient", be)  # a NaN here would reach every weight at the next step
+    return dY
 
 
 # ---------------------------------------------------------------------------- activations
@@ -628,6 +630,9 @@ class Sequential(Module):
         """One training step (forward, loss, backward, optimizer step); returns the loss value.
 
         Runs as one native call where the backend has one, else as the composition."""
+        from .losses import check_scalar_loss
+
+        check_scalar_loss(loss, "train_step")
         be = self.backend
         X = as_batch(X, self.dtype, be, self.in_features)
         return float(be.train_step(self, X, target, loss, optimizer))

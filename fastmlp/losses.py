@@ -26,6 +26,13 @@ __all__ = [
 _REDUCTIONS = ("mean", "sum", "none")
 
 
+def check_scalar_loss(loss: Any, who: str) -> None:
+    """Training differentiates one number: ``reduction="none"`` (a value per sample) is refused
+    with a clear error, as PyTorch's ``backward`` refuses a non-scalar loss."""
+    if getattr(loss, "reduction", "mean") == "none":
+        raise ValueError(f"{who} needs a scalar loss: reduction='mean' or 'sum', got 'none'")
+
+
 class Loss:
     """Base class: validates, calls the backend op ``<op>(output, target, reduction, ...)``.
 

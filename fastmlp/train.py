@@ -24,7 +24,7 @@ from ._validate import as_labels
 from .backends import get_backend, use_backend
 from .data.dataset import ArrayDataset
 from .data.loader import DataLoader
-from .losses import Loss, get_loss
+from .losses import Loss, check_scalar_loss, get_loss
 from .optim import get_optimizer
 from .optim.lr_scheduler import ReduceLROnPlateau
 from .optim.optimizer import Optimizer
@@ -220,7 +220,8 @@ def evaluate(model: Any, data: Any, loss: str | Loss | None = None, batch_size: 
     -------
     dict
         ``{"loss": mean cost over samples, "accuracy": fraction correct}`` (NaN when not
-        applicable). Accuracy is ``(1/n) sum_i [argmax_c f(x_i)_c = y_i]``.
+        applicable). The loss is the mean per sample whatever ``loss.reduction`` is.
+        Accuracy is ``(1/n) sum_i [argmax_c f(x_i)_c = y_i]``.
     """
     loss_fn = get_loss(loss) if isinstance(loss, str) else loss
     loader = _as_loader(data, "data", batch_size)
@@ -237,8 +238,10 @@ def evaluate(model: Any, data: Any, loss: str | Loss | None = None, batch_size: 
                     X, y = be.asarray(X), be.asarray(y)
                 out = model.forward(X)
                 m = int(out.shape[0])
-                if loss_fn is not None:
-                    total += float(loss_fn(out, y, backend=be)) * m
+                if loss_fn is not None:  # summed over samples whatever the reduction
+                    value = loss_fn(out, y, backend=be)
+                    reduction = getattr(loss_fn, "reduction", "mean")
+                    total += float(value) * m if reduction == "mean" else float(be.xp.sum(value))
                 if acc is None:
                     acc = _is_classification(be.to_numpy(y), int(out.shape[1]))
                 if acc:
@@ -367,6 +370,7 @@ def fit(model: Any, train: Any, loss: str | Loss = "cross_entropy", optimizer: s
     loss_fn = get_loss(loss) if isinstance(loss, str) else loss
     if not isinstance(loss_fn, Loss) and not hasattr(loss_fn, "value_and_grad"):
         raise TypeError(f"loss must be a name or a fastmlp Loss, got {type(loss).__name__}")
+    check_scalar_loss(loss_fn, "fit")
     opt = _build_optimizer(model, optimizer, lr)
     if scheduler is not None and not hasattr(scheduler, "step") and callable(scheduler):
         scheduler = scheduler(opt)

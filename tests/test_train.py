@@ -195,6 +195,35 @@ def test_accuracy_and_misclassified_reject_labels_the_model_cannot_output():
         fastmlp.accuracy(binary, (X, np.array([0, 1, 2, 0, 1, 0])))
 
 
+def test_every_reduction_evaluates_to_the_mean_cost_and_none_cannot_train():
+    from fastmlp.losses import CrossEntropyLoss
+
+    X, y = blobs(30)
+    model = MLP(2, [4], 3, rng=0)
+    per_sample = CrossEntropyLoss(reduction="none")(model.forward(X), y)
+    for reduction in ("mean", "sum", "none"):  # batches of 7: 7, 7, 7, 7, 2
+        got = fastmlp.evaluate(model, (X, y), loss=CrossEntropyLoss(reduction=reduction), batch_size=7)["loss"]
+        assert got == pytest.approx(float(np.mean(per_sample)), rel=1e-6), reduction
+    opt = fastmlp.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="fit needs a scalar loss"):
+        fit(model, (X, y), loss=CrossEntropyLoss(reduction="none"), epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="train_step needs a scalar loss"):
+        model.train_step(X, y, CrossEntropyLoss(reduction="none"), opt)
+    assert np.isfinite(model.train_step(X, y, CrossEntropyLoss(reduction="sum"), opt))
+
+
+def test_backward_rejects_a_gradient_with_nan_or_inf():
+    X, _ = blobs(5)
+    model = MLP(2, [4], 3, rng=0)
+    model.forward(X)
+    for bad in (np.nan, np.inf):
+        dY = np.ones((5, 3))
+        dY[2, 1] = bad
+        with pytest.raises(FloatingPointError, match="gradient contains NaN or Inf"):
+            model.backward(dY)
+    assert np.all(np.isfinite(model.parameters()[0].grad))
+
+
 def test_fit_rejects_bad_arguments():
     X, y = blobs(20)
     model = MLP(2, [4], 3)
