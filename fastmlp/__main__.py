@@ -43,6 +43,70 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _prepare_output(text: str, kind: str) -> None:
+    """Make an output path of ``train`` usable before training: raise ``ValueError`` if it is not.
+
+    ``kind="file"``: the file's folder is created if missing; the path must not be a folder.
+    ``kind="dir"``: the folder itself is created if missing. Either way the folder must be
+    writable (a temporary file is created there and removed), and an existing file writable.
+    """
+    import os
+    import tempfile
+    from pathlib import Path
+
+    path = Path(text)
+    if kind == "file" and path.is_dir():
+        raise ValueError(f"{text} is a folder; give a file name in it")
+    folder = path if kind == "dir" else (path.parent if str(path.parent) else Path("."))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ValueError(f"cannot use {text}: {folder} exists and is not a folder") from None
+    except OSError as exc:
+        raise ValueError(f"cannot create the folder {folder} for {text}: {exc.strerror or exc}") from None
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot write to the folder {folder}: {exc.strerror or exc}") from None
+    if kind == "file" and path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"cannot overwrite {text}: permission denied")
+
+
+def _prepare_outputs(args: argparse.Namespace) -> None:
+    """Check ``train``'s output paths (--save, --csv-log, --plot) once the options are parsed and
+    before any data is loaded: create their folders (as ``--plot`` always did for its own, but
+    only after training), and stop with a usage error (exit status 2) naming the option if one
+    cannot be written, so that a long run never ends by failing to write its result."""
+    error = getattr(args, "usage_error", None) or (lambda message: sys.exit(f"error: {message}"))
+    for option, text, kind in (("--save", args.save, "file"), ("--csv-log", args.csv_log, "file"),
+                               ("--plot", args.plot, "dir")):
+        if text is None:
+            continue
+        if not text:
+            error(f"argument {option}: expected a path, got ''")
+        try:
+            _prepare_output(text, kind)
+        except ValueError as exc:
+            error(f"argument {option}: {exc}")
+    if args.plot is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            error("argument --plot: needs matplotlib: pip install 'fastmlp[plot]'")
+
+
+# the default of train's --val-size: 10 % of the training samples, at most this many
+_VAL_FRACTION, _VAL_MAX = 0.1, 5000
+
+
+def default_val_size(n_train: int) -> int:
+    """``train``'s default validation size: 10 % of the ``n_train`` training samples (rounded
+    down, like ``validation_split=0.1`` in Keras), at most 5000. The full MNIST (60000) holds out
+    5000; ``--subset 5000`` holds out 500; the XOR data (600 training points) 60."""
+    return min(_VAL_MAX, int(_VAL_FRACTION * n_train))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .backends import known_names
     from .layers import ACTIVATIONS
@@ -73,8 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="learning-rate schedule, stepped per epoch")
     t.add_argument("--epochs", type=_positive_int, default=8)
     t.add_argument("--batch-size", type=_positive_int, default=128)
-    t.add_argument("--val-size", type=_non_negative_int, default=5000,
-                   help="training samples held out (the last ones) for the validation accuracy")
+    t.add_argument("--val-size", type=_non_negative_int, default=None, metavar="N",
+                   help="training samples held out (the last ones, after --subset) for the validation "
+                        "accuracy, 0 for none (default: %(default)s, meaning 10%% of the training samples, "
+                        "at most 5000: 5000 of MNIST's 60000, 500 of --subset 5000)")
     t.add_argument("--subset", type=_positive_int, default=None,
                    help="use only the first N training samples (quick runs)")
     t.add_argument("--dtype", choices=("float32", "float64"), default="float32")
@@ -82,11 +148,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="backend (default: FASTMLP_BACKEND, else the fastest available)")
     t.add_argument("--seed", type=_non_negative_int, default=0, help="initial weights and shuffling")
     t.add_argument("--log-every", type=_non_negative_int, default=100, help="batches between cost lines (0: none)")
-    t.add_argument("--save", metavar="PATH", default=None, help="save the trained model (.npz)")
+    t.add_argument("--save", metavar="PATH", default=None,
+                   help="save the trained model (.npz); its folder is created if missing")
     t.add_argument("--plot", metavar="DIR", default=None,
-                   help="write DIR/history.png (loss and accuracy) and DIR/misclassified.png")
-    t.add_argument("--csv-log", metavar="PATH", default=None, help="write the per-epoch history as CSV")
+                   help="write DIR/history.png (loss and accuracy) and DIR/misclassified.png; DIR is "
+                        "created if missing")
+    t.add_argument("--csv-log", metavar="PATH", default=None,
+                   help="write the per-epoch history as CSV; its folder is created if missing")
     t.add_argument("--quiet", action="store_true", help="only print the final result")
+    t.set_defaults(usage_error=t.error)  # for the checks made after parsing (_prepare_outputs)
 
     b = sub.add_parser("bench", help="time a training step of the standard models on each backend",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -145,10 +215,11 @@ def _load_data(args: argparse.Namespace):
     if args.subset is not None:
         X, y = X[:args.subset], y[:args.subset]
     val = None
-    if args.val_size:
-        if args.val_size >= len(X):
-            raise SystemExit(f"error: --val-size {args.val_size} leaves no training samples of {len(X)}")
-        X, y, val = X[:-args.val_size], y[:-args.val_size], (X[-args.val_size:], y[-args.val_size:])
+    val_size = default_val_size(len(X)) if args.val_size is None else args.val_size
+    if val_size:
+        if val_size >= len(X):
+            raise SystemExit(f"error: --val-size {val_size} leaves no training samples of {len(X)}")
+        X, y, val = X[:-val_size], y[:-val_size], (X[-val_size:], y[-val_size:])
     return (X, y), val, (X_test, y_test)
 
 
@@ -162,6 +233,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import accuracy
 
     started = time.perf_counter()
+    _prepare_outputs(args)
     backend = get_backend(args.backend) if args.backend else get_backend()
     (X, y), val, (X_test, y_test) = _load_data(args)
     n_classes = int(max(y.max(), y_test.max())) + 1

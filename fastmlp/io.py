@@ -6,16 +6,31 @@ Layout of the file (an uncompressed NumPy ``.npz`` archive):
     The config, UTF-8 JSON bytes in a ``uint8`` array: format name and version, the fastmlp
     version, the architecture (``Sequential.layer_configs()``, activation parameters included)
     and dtype, the shape, dtype and SHA-256 of every other array, the optimizer's class,
-    hyper-parameters and step counts (when saved), and free-form metadata.
+    hyper-parameters and step counts (when saved), free-form metadata, and ``"digest"``:
+    ``"sha256:<hex>"`` of the rest of the config (see below).
 ``param.<name>``
     Each parameter, by its ``state_dict`` key (``param.0.weight``).
 ``optim.<i>.<buffer>``
     The optimizer state of parameter ``i`` (``optim.0.exp_avg``), when saved.
 
+Integrity: every array's bytes are covered by its SHA-256 in the config, and the config is covered
+by ``"digest"``, the SHA-256 of its canonical JSON form (every key but ``"digest"``, keys sorted,
+no whitespace, ASCII). The config lists every array by name with its shape, dtype and SHA-256,
+so this one digest covers the architecture, dtype, optimizer, metadata, and every array's name,
+dtype, shape and bytes: changing any of them (an activation ``"relu"`` -> ``"tanh"``, the dtype,
+a bias value), even in a file re-written with ``np.savez``, makes :func:`load` refuse the file.
+It is a checksum against corruption and accidental or naive edits, not a signature: whoever
+rewrites a file on purpose can recompute it.
+
+Format versions: version 2 (written since this digest was added) must carry a valid digest.
+Version 1 files, written by earlier fastmlp releases, have no ``"digest"``; they still load, with
+their arrays checked against their SHA-256 as before, but their config is not covered. A version
+this fastmlp does not know (newer) is refused.
+
 Writing goes to a temporary file in the same folder, which replaces the target with
 ``os.replace`` only once complete: a crash mid-save leaves the old file intact. Reading uses
 ``allow_pickle=False`` and checks everything before building anything; a truncated, altered or
-foreign file raises :class:`ModelFileError`.
+foreign file raises :class:`ModelFileError`, whose message names the file.
 """
 
 from __future__ import annotations
@@ -35,8 +50,10 @@ import numpy as np
 __all__ = ["ModelFileError", "Checkpoint", "save", "load", "load_checkpoint", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "fastmlp-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)  # version 1: no config digest (see the module docstring)
 _CONFIG_KEY = "__fastmlp__"
+_DIGEST_KEY = "digest"
 
 
 class ModelFileError(ValueError):
@@ -67,6 +84,17 @@ def _sha256(arr: np.ndarray) -> str:
 
 def _describe(arr: np.ndarray) -> dict[str, Any]:
     return {"shape": list(arr.shape), "dtype": arr.dtype.name, "sha256": _sha256(arr)}
+
+
+def _config_digest(config: dict[str, Any]) -> str:
+    """``"sha256:<hex>"`` of the canonical JSON of ``config`` without its ``"digest"`` entry.
+
+    ``config`` must be parsed JSON (what ``json.loads`` returns), so that :func:`save` and
+    :func:`_read` hash exactly the same text.
+    """
+    body = {k: v for k, v in config.items() if k != _DIGEST_KEY}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return "sha256:" + hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 def _jsonable(value: Any) -> Any:
@@ -114,7 +142,8 @@ def save(model: Any, path: str | os.PathLike, optimizer: Any = None, metadata: d
     ----------
     model : Sequential (e.g. MLP)
     path : str or Path
-        Used as given (``.npz`` is the convention); the folder must exist.
+        Used as given (``.npz`` is the convention); the folder must exist (``FileNotFoundError``
+        naming it otherwise).
     optimizer : Optimizer, optional
         Saved with its state (moments, step counts, hyper-parameters), so that training
         resumed with :func:`load_checkpoint` continues exactly as an uninterrupted run.
@@ -133,6 +162,9 @@ def save(model: Any, path: str | os.PathLike, optimizer: Any = None, metadata: d
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; give a file name such as {path / 'model.npz'}")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"cannot save to {path}: the folder {folder} does not exist")
     arrays: dict[str, np.ndarray] = {}
     for name, value in model.state_dict().items():
         arrays[f"param.{name}"] = np.ascontiguousarray(value)
@@ -149,9 +181,12 @@ def save(model: Any, path: str | os.PathLike, optimizer: Any = None, metadata: d
         arrays.update(opt_arrays)
     config["arrays"] = {k: _describe(v) for k, v in arrays.items()}
     try:
-        blob = json.dumps(config, allow_nan=False).encode("utf-8")
+        # round-tripped, so that the digest is computed from exactly what load() will parse
+        config = json.loads(json.dumps(config, allow_nan=False))
     except (TypeError, ValueError) as exc:
         raise TypeError(f"metadata must be JSON-serialisable (finite numbers, str, lists, dicts): {exc}") from exc
+    config[_DIGEST_KEY] = _config_digest(config)
+    blob = json.dumps(config, allow_nan=False).encode("utf-8")
     arrays[_CONFIG_KEY] = np.frombuffer(blob, dtype=np.uint8)
     _atomic_savez(path, arrays)
     return path
@@ -207,10 +242,23 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         raise ModelFileError(f"{bad}: the config is not valid JSON: {exc}") from exc
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ModelFileError(f"{bad}: unknown format {config.get('format') if isinstance(config, dict) else None!r}")
-    if config.get("format_version") != FORMAT_VERSION:
+    version = config.get("format_version")
+    if type(version) is not int or version not in _READABLE_VERSIONS:
         raise ModelFileError(
-            f"{bad}: format version {config.get('format_version')!r}; this fastmlp reads version {FORMAT_VERSION}"
+            f"{bad}: format version {version!r}; this fastmlp reads versions "
+            f"{', '.join(map(str, _READABLE_VERSIONS))} (a newer fastmlp may have written it)"
         )
+    if version >= 2:
+        try:
+            expected = _config_digest(config)
+        except ValueError as exc:  # NaN or Infinity in the JSON: never written by save()
+            raise ModelFileError(f"{path} was altered or is corrupt: its config cannot be checked: {exc}") from exc
+        if config.get(_DIGEST_KEY) != expected:
+            what = "has no digest" if _DIGEST_KEY not in config else "does not match its digest"
+            raise ModelFileError(
+                f"{path} was altered or is corrupt: its config (architecture, dtype, array list) {what}; "
+                f"refusing to build a model from it"
+            )
     described = config.get("arrays")
     if not isinstance(described, dict):
         raise ModelFileError(f"{bad}: the config lists no arrays")
@@ -275,8 +323,10 @@ def load(path: str | os.PathLike, backend: str | None = None):
     ------
     FileNotFoundError
     ModelFileError
-        Truncated, altered (a changed array, shape or checksum), pickle-bearing, or not a
-        fastmlp file. Nothing is built from a file that fails any check.
+        Truncated, altered (a changed config, array, shape or checksum), pickle-bearing, or
+        not a fastmlp file. Nothing is built from a file that fails any check. Files of format
+        version 1 (older fastmlp) still load, without the config digest (see the module
+        docstring).
     """
     return load_checkpoint(path, backend=backend, with_optimizer=False).model
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 
@@ -98,3 +99,100 @@ def test_bench_baseline_matches_the_library():
         assert lb == pytest.approx(lm, rel=1e-10)
     for k, W in enumerate(base.W):
         np.testing.assert_allclose(model.state_dict()[f"{2 * k}.weight"], W, rtol=1e-10, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------- output paths
+def test_save_and_csv_log_create_missing_folders(tmp_path):
+    out = run("train", "--subset", "300", "--epochs", "1", "--hidden", "8", "--quiet",
+              "--save", "models/run1/m.npz", "--csv-log", "logs/deep/h.csv", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    model = fastmlp.load(tmp_path / "models" / "run1" / "m.npz")
+    assert model.layer_configs()[0]["out_features"] == 8
+    assert len(list(csv.DictReader(open(tmp_path / "logs" / "deep" / "h.csv")))) == 1
+
+
+@pytest.mark.parametrize("option, value, says", [
+    ("--save", "afile/m.npz", "afile exists and is not a folder"),
+    ("--save", "afile/deeper/m.npz", "cannot create the folder"),
+    ("--save", ".", "is a folder"),
+    ("--csv-log", "afile/h.csv", "afile exists and is not a folder"),
+    ("--plot", "afile", "afile exists and is not a folder"),
+])
+def test_unusable_output_path_fails_before_training(tmp_path, option, value, says):
+    (tmp_path / "afile").write_text("a file, not a folder")
+    out = run("train", "--subset", "300", "--epochs", "1", "--hidden", "8", option, value, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert "usage: python -m fastmlp train" in out.stderr
+    assert f"error: argument {option}: " in out.stderr and says in out.stderr
+    assert out.stdout == ""  # nothing loaded, nothing trained
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write anywhere")
+def test_output_path_without_permission_fails_before_training(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        for value in ("locked/m.npz", "locked/sub/m.npz"):
+            out = run("train", "--subset", "300", "--epochs", "1", "--save", value, cwd=tmp_path)
+            assert out.returncode == 2 and "error: argument --save:" in out.stderr, out.stderr
+            assert out.stdout == ""
+    finally:
+        locked.chmod(0o755)
+
+
+def test_output_paths_are_checked_only_after_all_options_parse(tmp_path):
+    out = run("train", "--save", "a/m.npz", "--plot", "b", "--csv-log", "c/h.csv", "--epochs", "zero",
+              cwd=tmp_path)
+    assert out.returncode == 2
+    assert list(tmp_path.iterdir()) == []  # a usage error leaves no folders behind
+
+
+# ---------------------------------------------------------------------------- --val-size
+def test_default_val_size_is_ten_percent_at_most_5000():
+    from fastmlp.__main__ import default_val_size
+
+    assert default_val_size(60000) == 5000  # the full MNIST keeps the documented 55000/5000 split
+    assert default_val_size(50000) == 5000
+    assert default_val_size(5000) == 500
+    assert default_val_size(600) == 60  # XOR
+    assert default_val_size(9) == 0  # too few for a validation set: none
+
+
+@pytest.mark.parametrize("argv, sizes", [
+    ([], (55000, 5000, 10000)),
+    (["--subset", "5000"], (4500, 500, 10000)),
+    (["--dataset", "xor"], (540, 60, 150)),
+    (["--dataset", "xor", "--val-size", "0"], (600, 0, 150)),
+    (["--subset", "2000", "--val-size", "1500"], (500, 1500, 10000)),
+])
+def test_validation_split(argv, sizes):
+    from fastmlp.__main__ import _load_data, build_parser
+
+    (X, _), val, (X_test, _) = _load_data(build_parser().parse_args(["train", *argv]))
+    assert (len(X), 0 if val is None else len(val[0]), len(X_test)) == sizes
+
+
+def test_explicit_val_size_too_large_is_an_error():
+    out = run("train", "--dataset", "xor", "--val-size", "600")
+    assert out.returncode != 0
+    assert "--val-size 600 leaves no training samples of 600" in out.stderr
+
+
+def test_xor_with_default_options_runs():
+    out = run("train", "--dataset", "xor")
+    assert out.returncode == 0, out.stderr
+    assert "xor (540 train, 60 validation, 150 test)" in out.stdout
+    assert "Epoch: 008/008 Train Acc.:" in out.stdout
+    # REFERENCE_RESULTS run 6: a ReLU hidden layer learns XOR (cost <= 0.45 in the course's setup)
+    costs = [float(ln.rsplit("Cost: ", 1)[1]) for ln in out.stdout.splitlines() if "Cost: " in ln]
+    assert costs[-1] < 0.45 < costs[0]
+    assert float(out.stdout.split("Test accuracy: ")[1].split("%")[0]) > 90
+
+
+def test_documented_quick_run_subset_5000_runs():
+    out = run("train", "--subset", "5000", "--epochs", "1", "--log-every", "0")  # docs/usage.md
+    assert out.returncode == 0, out.stderr
+    assert "mnist (4500 train, 500 validation, 10000 test)" in out.stdout
+    assert float(out.stdout.split("Test accuracy: ")[1].split("%")[0]) > 75

@@ -119,8 +119,14 @@ def test_consistently_altered_config_is_refused(tmp_path):
     config["model"]["layers"][0]["out_features"] = 4  # the arrays no longer fit the architecture
     arrays["__fastmlp__"] = np.frombuffer(json.dumps(config).encode(), np.uint8)
     np.savez(tmp_path / "cfg.npz", **arrays)
-    with pytest.raises(ModelFileError, match="shape"):
+    with pytest.raises(ModelFileError, match="altered or is corrupt"):  # the config digest
         fastmlp.load(tmp_path / "cfg.npz")
+    config.pop("digest")
+    config["format_version"] = 1  # an older file has no digest: the shape check still catches it
+    arrays["__fastmlp__"] = np.frombuffer(json.dumps(config).encode(), np.uint8)
+    np.savez(tmp_path / "cfg1.npz", **arrays)
+    with pytest.raises(ModelFileError, match="shape"):
+        fastmlp.load(tmp_path / "cfg1.npz")
 
 
 def test_pickle_bearing_file_is_refused(tmp_path):
@@ -198,3 +204,105 @@ def test_round_trip_on_every_backend(tmp_path, name):
     model = MLP(6, [5], 3, rng=0).to(backend=name)
     loaded = fastmlp.load(model.save(tmp_path / "m.npz"), backend=name)
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+
+
+def _rewrite_config(src, dst, change):
+    """Copy an .npz, letting ``change(config)`` edit the parsed JSON config in place (arrays kept)."""
+    with np.load(src, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    config = json.loads(arrays["__fastmlp__"].tobytes())
+    change(config)
+    arrays["__fastmlp__"] = np.frombuffer(json.dumps(config).encode(), np.uint8)
+    np.savez(dst, **arrays)
+    return dst
+
+
+def _set_activation(config):
+    config["model"]["layers"][1] = {"type": "tanh"}
+
+
+def _set_dtype(config):
+    config["model"]["dtype"] = "float64"
+
+
+def _set_metadata(config):
+    config["metadata"] = {"epoch": 99}
+
+
+def _set_lr(config):
+    config["optimizer"]["param_groups"][0]["lr"] = 0.5
+
+
+def _drop_digest(config):
+    del config["digest"]
+
+
+@pytest.mark.parametrize("change", [_set_activation, _set_dtype, _set_metadata, _set_lr, _drop_digest])
+def test_altered_config_is_refused_naming_the_file(tmp_path, change):
+    """Editing the JSON config and re-saving with np.savez must not give a different model silently."""
+    _, path = _saved(tmp_path)
+    bad = _rewrite_config(path, tmp_path / f"{change.__name__}.npz", change)
+    with pytest.raises(ModelFileError, match="altered or is corrupt") as info:
+        load_checkpoint(bad)
+    assert str(bad) in str(info.value)
+    with pytest.raises(ModelFileError, match="altered or is corrupt"):
+        fastmlp.load(bad)
+
+
+def test_digest_ignores_key_order_and_whitespace(tmp_path):
+    """The digest is over the config's content: re-serialising the same JSON still loads."""
+    model, path = _saved(tmp_path)
+
+    def reformat(src, dst):
+        with np.load(src, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        config = json.loads(arrays["__fastmlp__"].tobytes())
+        text = json.dumps(dict(reversed(list(config.items()))), indent=2)
+        arrays["__fastmlp__"] = np.frombuffer(text.encode(), np.uint8)
+        np.savez(dst, **arrays)
+        return dst
+
+    loaded = fastmlp.load(reformat(path, tmp_path / "same.npz"))
+    X = data()[0]
+    np.testing.assert_array_equal(loaded.forward(X), model.forward(X))
+
+
+def test_config_records_format_version_and_digest(tmp_path):
+    _, path = _saved(tmp_path)
+    with np.load(path, allow_pickle=False) as npz:
+        config = json.loads(npz["__fastmlp__"].tobytes())
+    assert config["format_version"] == fastmlp.io.FORMAT_VERSION == 2
+    assert config["digest"].startswith("sha256:") and len(config["digest"]) == len("sha256:") + 64
+
+
+def test_version_1_file_without_digest_still_loads(tmp_path):
+    """Files written before the config digest (format version 1) keep loading, arrays still checked."""
+    model, path = _saved(tmp_path)
+
+    def to_v1(config):
+        config["format_version"] = 1
+        del config["digest"]
+
+    old = _rewrite_config(path, tmp_path / "v1.npz", to_v1)
+    ck = load_checkpoint(old)
+    X = data()[0]
+    np.testing.assert_array_equal(ck.model.forward(X), model.forward(X))
+    assert ck.optimizer is not None
+    bad = _rewrite(old, tmp_path / "v1bad.npz", lambda k, v: v + 1 if k == "param.0.bias" else v)
+    with pytest.raises(ModelFileError, match="altered"):
+        fastmlp.load(bad)
+
+
+@pytest.mark.parametrize("version", [3, "2", None])
+def test_unknown_format_version_is_refused(tmp_path, version):
+    _, path = _saved(tmp_path)
+    bad = _rewrite_config(path, tmp_path / "ver.npz", lambda c: c.update(format_version=version))
+    with pytest.raises(ModelFileError, match="format version"):
+        fastmlp.load(bad)
+
+
+def test_save_into_a_missing_folder_names_the_folder(tmp_path):
+    model = MLP(6, [5], 3)
+    with pytest.raises(FileNotFoundError, match="the folder .*missing.* does not exist"):
+        model.save(tmp_path / "missing" / "m.npz")
+    assert list(tmp_path.iterdir()) == []
