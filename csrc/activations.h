@@ -264,7 +264,8 @@ template <class T> double silu_backward(const T* dY, const T* Z, const T* Y, T* 
 }
 
 // prelu over (rows, F) with alpha of size A = 1 (shared) or F (per feature, along the last axis).
-// y = z if z >= 0 else alpha z ; dz = dy if z >= 0 else alpha dy ; dalpha = sum dy min(0, z)
+// y = z if z > 0 else alpha z ; dz = dy if z > 0 else alpha dy ; dalpha = sum (z > 0 ? 0 : dy z)
+// (= sum dy min(0, z)). PyTorch's test z > 0: the slope at z = 0 and -0 is alpha; NaN -> NaN.
 template <class T> void prelu_forward(const T* Z, const T* alpha, T* Y, i64 rows, i64 F, i64 A) {
     FtzGuard ftz;
     for (i64 r = 0; r < rows; ++r) {
@@ -272,7 +273,7 @@ template <class T> void prelu_forward(const T* Z, const T* alpha, T* Y, i64 rows
         T* y = Y + r * F;
         for (i64 j = 0; j < F; ++j) {
             T a = alpha[A == 1 ? 0 : j];
-            y[j] = z[j] >= T(0) ? z[j] : a * z[j];
+            y[j] = z[j] > T(0) ? z[j] : a * z[j];
         }
     }
 }
@@ -286,10 +287,10 @@ template <class T> void prelu_backward(const T* dY, const T* Z, const T* alpha, 
         T* dz = dZ + r * F;
         for (i64 j = 0; j < F; ++j) {
             T a = alpha[A == 1 ? 0 : j];
-            dz[j] = z[j] >= T(0) ? dy[j] : a * dy[j];
+            dz[j] = z[j] > T(0) ? dy[j] : a * dy[j];
         }
         if (dalpha) {
-            for (i64 j = 0; j < F; ++j) acc[A == 1 ? 0 : j] += z[j] >= T(0) ? 0.0 : double(dy[j] * z[j]);
+            for (i64 j = 0; j < F; ++j) acc[A == 1 ? 0 : j] += z[j] > T(0) ? 0.0 : double(dy[j] * z[j]);
         }
     }
     if (dalpha) for (i64 k = 0; k < A; ++k) dalpha[k] = T(acc[k]);

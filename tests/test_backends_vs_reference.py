@@ -95,6 +95,37 @@ def test_prelu(backend, shape, dtype, shared):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shared", [True, False], ids=["shared_alpha", "per_feature"])
+def test_prelu_at_the_kink(backend, dtype, shared):
+    """PyTorch's PReLU at its kink (SPEC §4): ``y = z if z > 0 else alpha z``,
+    ``dz = dy if z > 0 else alpha dy``, ``dalpha = sum (0 if z > 0 else dy z)``, so z = 0 and
+    z = -0.0 take the slope alpha, not 1. Expected values from the formula, not from another
+    backend; the reference is held to them too. Alphas are powers of two, so every product is
+    exact."""
+    Z = np.array([0.0, -0.0, 1e-3, -1e-3], dtype)  # one column each: the columns' alphas differ
+    slope_is_one = np.array([False, False, True, False])  # z > 0
+    dY = np.array([[1.5, -2.0, 0.75, 3.0], [-0.5, 4.0, -1.25, 2.0], [2.0, 0.5, 1.0, -1.0]], dtype)
+    Zm = np.broadcast_to(Z, dY.shape).copy()
+    alpha = np.array([0.25] if shared else [0.25, 0.5, 2.0, 0.125], dtype)
+    a = np.broadcast_to(alpha, Z.shape)
+    Y_want = np.broadcast_to(np.where(slope_is_one, Z, a * Z), dY.shape)
+    dZ_want = np.where(slope_is_one, dY, a * dY)
+    # only z = -1e-3 contributes (dy * 0 = 0 at z = +-0), summed in float64 as every backend does
+    contrib = np.where(slope_is_one, 0.0, dY.astype(np.float64) * Zm.astype(np.float64))
+    da_want = (contrib.sum(keepdims=True)[0] if shared else contrib.sum(axis=0)).astype(dtype)
+    for be in (REF, backend):
+        Y = to_host(be, be.prelu_forward(_dev(be, Zm), _dev(be, alpha)))
+        np.testing.assert_array_equal(Y, Y_want, err_msg=f"{be.name} prelu_forward")
+        dZ, da = be.prelu_backward(_dev(be, dY), _dev(be, Zm), _dev(be, Y_want.copy()), _dev(be, alpha))
+        np.testing.assert_array_equal(to_host(be, dZ), dZ_want, err_msg=f"{be.name} prelu_backward dZ")
+        assert_matches(da, da_want, dtype, "backward", be, f"{be.name} prelu_backward dalpha")
+        dZ, da = be.prelu_backward(_dev(be, dY), _dev(be, Zm), _dev(be, Y_want.copy()), _dev(be, alpha),
+                                   param_grad=False)
+        np.testing.assert_array_equal(to_host(be, dZ), dZ_want, err_msg=f"{be.name} prelu_backward dZ, no dalpha")
+        assert da is None
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", ["relu", "sigmoid", "gelu", "softmax"])
 def test_activation_non_contiguous_input(backend, name, dtype):
     rng = np.random.default_rng(3)

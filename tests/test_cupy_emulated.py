@@ -21,6 +21,7 @@ from test_backends_vs_reference import (  # noqa: F401
     test_loss,
     test_optimizer_step,
     test_prelu,
+    test_prelu_at_the_kink,
     test_train_step,
 )
 

@@ -569,7 +569,8 @@ def selu_backward(dY, Z, Y, dZ, h0, h1, consts, need_param):
     elu_backward(dY, Z, Y, dZ, h0, h1, consts, need_param)
 
 
-# y = max(0, z) + alpha min(0, z), alpha of size 1 or C (last axis). Z, Y: (R, C)
+# y = max(0, z) + alpha min(0, z) = z if z > 0 else alpha z (PyTorch's test; NaN -> NaN),
+# alpha of size 1 or C (last axis). Z, Y: (R, C)
 @kernel
 def prelu_forward(Z, alpha, Y):
     R, C = Z.shape
@@ -578,10 +579,11 @@ def prelu_forward(Z, alpha, Y):
         for j in range(C):
             z = Z[r, j]
             a = alpha[0] if shared else alpha[j]
-            Y[r, j] = z if z >= _0 else a * z
+            Y[r, j] = z if z > _0 else a * z
 
 
-# dz = dy if z >= 0 else alpha dy;  dalpha_j += sum_r dy min(0, z)  (float64 accumulator)
+# dz = dy if z > 0 else alpha dy  (PyTorch: slope alpha at z = 0 and -0);
+# dalpha_j += sum_r (0 if z > 0 else dy z) = sum_r dy min(0, z)  (float64 accumulator)
 @kernel
 def prelu_backward(dY, Z, alpha, dZ, dalpha, need_param):
     R, C = Z.shape
@@ -591,8 +593,8 @@ def prelu_backward(dY, Z, alpha, dZ, dalpha, need_param):
             z = Z[r, j]
             d = dY[r, j]
             a = alpha[0] if shared else alpha[j]
-            dZ[r, j] = d if z >= _0 else a * d
-            if need_param and z < _0:
+            dZ[r, j] = d if z > _0 else a * d
+            if need_param and not z > _0:
                 dalpha[0 if shared else j] += np.float64(d) * np.float64(z)
 
 

@@ -245,19 +245,21 @@ class Backend:
 
     @op
     def prelu_forward(self, Z, alpha):
-        """``prelu(z) = max(0, z) + alpha min(0, z)``; ``alpha`` of shape (1,) or (features,)."""
-        return self.xp.where(Z >= 0, Z, alpha * Z)
+        """``prelu(z) = max(0, z) + alpha min(0, z)``, computed as ``z if z > 0 else alpha z``
+        (PyTorch's test, so NaN gives NaN); ``alpha`` of shape (1,) or (features,)."""
+        return self.xp.where(Z > 0, Z, alpha * Z)
 
     @op
     def prelu_backward(self, dY, Z, Y, alpha, param_grad: bool = True):
-        """``dz = dy if z >= 0 else alpha dy``; ``dalpha = sum dy * min(0, z)`` over every axis
-        that ``alpha`` is broadcast along, accumulated in float64 (a sum over the whole batch
-        nearly cancels). Returns ``(dZ, dalpha)``."""
+        """``dz = dy if z > 0 else alpha dy`` (PyTorch: the slope at z = 0 and -0 is alpha);
+        ``dalpha = sum (0 if z > 0 else dy z)`` (= ``sum dy min(0, z)``) over every axis that
+        ``alpha`` is broadcast along, accumulated in float64 (a sum over the whole batch nearly
+        cancels). Returns ``(dZ, dalpha)``."""
         xp = self.xp
-        dZ = xp.where(Z >= 0, dY, alpha * dY)
+        dZ = xp.where(Z > 0, dY, alpha * dY)
         if not param_grad:
             return dZ, None
-        contrib = xp.where(Z >= 0, 0, dY * Z)
+        contrib = xp.where(Z > 0, 0, dY * Z)
         if alpha.size == 1:
             dalpha = contrib.sum(dtype=xp.float64).reshape(alpha.shape)
         else:

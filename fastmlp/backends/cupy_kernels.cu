@@ -361,17 +361,19 @@ __global__ void activation_backward(const T* dY, const T* Z, const T* Y, T* dZ, 
     }
 }
 
-// prelu(z) = z if z >= 0 else alpha[i % n_alpha] z   (n_alpha = 1 shared, or = features)
+// prelu(z) = z if z > 0 else alpha[i % n_alpha] z   (n_alpha = 1 shared, or = features;
+// PyTorch's test z > 0, NaN -> NaN)
 template <typename T>
 __global__ void prelu_forward(const T* Z, const T* alpha, T* Y, long long n, long long n_alpha) {
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (long long)gridDim.x * blockDim.x) {
         T z = Z[i];
-        Y[i] = z >= T(0) ? z : alpha[i % n_alpha] * z;
+        Y[i] = z > T(0) ? z : alpha[i % n_alpha] * z;
     }
 }
 
-// dZ = dY if z >= 0 else alpha dY;  contrib[i] = dY min(0, z) (NULL: not wanted), which the
+// dZ = dY if z > 0 else alpha dY (PyTorch: slope alpha at z = 0 and -0);
+// contrib[i] = 0 if z > 0 else dY z (= dY min(0, z); NULL: not wanted), which the
 // backend sums per alpha (dalpha = sum of contrib over every axis alpha is broadcast along).
 template <typename T>
 __global__ void prelu_backward(const T* dY, const T* Z, const T* alpha, T* dZ, T* contrib, long long n,
@@ -379,7 +381,7 @@ __global__ void prelu_backward(const T* dY, const T* Z, const T* alpha, T* dZ, T
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (long long)gridDim.x * blockDim.x) {
         T z = Z[i], dy = dY[i];
-        bool pos = z >= T(0);
+        bool pos = z > T(0);
         if (contrib) contrib[i] = pos ? T(0) : dy * z;
         dZ[i] = pos ? dy : alpha[i % n_alpha] * dy;
     }
