@@ -20,6 +20,7 @@ from ._arena import Arena, Parameter, pack
 from ._random import resolve_rng
 from ._validate import as_batch, check_finite, check_name, is_float_dtype
 from .backends import get_backend
+from .losses import check_scalar_loss
 
 __all__ = [
     "Module", "Linear", "Activation", "Sequential", "MLP", "ACTIVATIONS", "get_activation",
@@ -630,8 +631,6 @@ class Sequential(Module):
         """One training step (forward, loss, backward, optimizer step); returns the loss value.
 
         Runs as one native call where the backend has one, else as the composition."""
-        from .losses import check_scalar_loss
-
         check_scalar_loss(loss, "train_step")
         be = self.backend
         X = as_batch(X, self.dtype, be, self.in_features)
