@@ -16,7 +16,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from helpers import TOL, assert_matches
+from helpers import TOL, assert_matches, assert_step_matches
 
 import fastmlp
 from fastmlp.backends import backends, get_backend
@@ -53,19 +53,28 @@ def _run(backend, layers_fn, loss, opt_name, opt_kw, dtype, steps=20, X=None, y=
     return model, opt, values
 
 
-def _compare(dtype, ref, got, grads=True):
+def _truth(dtype, *args, **kw):
+    """For float32, the reference's run of the same steps in float64 (helpers.assert_step_matches)."""
+    return _run("numpy", *args, "float64", **kw) if dtype == "float32" else None
+
+
+def _compare(dtype, ref, got, grads=True, truth=None):
     (m_ref, o_ref, v_ref), (m, o, v) = ref, got
-    np.testing.assert_allclose(v, v_ref, *TOL[dtype]["step"])
+    t_model, t_opt, t_values = truth if truth is not None else (None, None, None)
+    assert_step_matches(v, v_ref, dtype, "loss values", t_values)
+    t_state = t_model.state_dict() if truth is not None else {}
     for (k, a), (_, e) in zip(m.state_dict().items(), m_ref.state_dict().items()):
-        assert_matches(a, e, dtype, "step", None, k)
+        assert_step_matches(a, e, dtype, k, t_state.get(k))
     if grads:
-        for p, q in zip(m.parameters(), m_ref.parameters()):
-            assert_matches(p.grad, q.grad, dtype, "step", None, f"grad of {p.name}")
+        t_params = t_model.parameters() if truth is not None else [None] * len(m_ref.parameters())
+        for p, q, t in zip(m.parameters(), m_ref.parameters(), t_params):
+            assert_step_matches(p.grad, q.grad, dtype, f"grad of {p.name}", None if t is None else t.grad)
     s, s_ref = o.state_dict()["state"], o_ref.state_dict()["state"]
+    s_truth = t_opt.state_dict()["state"] if truth is not None else {}
     for i in s_ref:
         assert set(s[i]) == set(s_ref[i])
         for k in s_ref[i]:
-            assert_matches(s[i][k], s_ref[i][k], dtype, "step", None, f"param {i} state {k}")
+            assert_step_matches(s[i][k], s_ref[i][k], dtype, f"param {i} state {k}", s_truth.get(i, {}).get(k))
 
 
 @pytest.fixture
@@ -114,7 +123,7 @@ def test_fused_step_every_activation(fused_only, act, dtype):
     ref = _run("numpy", _mlp(name, **kw), loss, "Adam", dict(lr=0.01), dtype)
     got = _run("numba", _mlp(name, **kw), loss, "Adam", dict(lr=0.01), dtype)
     assert len(fused_only) == 20
-    _compare(dtype, ref, got)
+    _compare(dtype, ref, got, truth=_truth(dtype, _mlp(name, **kw), loss, "Adam", dict(lr=0.01)))
 
 
 LOSSES = [("CrossEntropyLoss", dict(reduction="sum")), ("CrossEntropyLoss", dict(label_smoothing=0.1)),
@@ -133,7 +142,7 @@ def test_fused_step_losses(fused_only, loss, dtype):
     opt = dict(lr=0.05 if kw.get("reduction") != "sum" else 0.002, momentum=0.9)
     ref = _run("numpy", _mlp("tanh"), getattr(fastmlp, name)(**kw), "SGD", opt, dtype, X=X, y=y)
     got = _run("numba", _mlp("tanh"), getattr(fastmlp, name)(**kw), "SGD", opt, dtype, X=X, y=y)
-    _compare(dtype, ref, got)
+    _compare(dtype, ref, got, truth=_truth(dtype, _mlp("tanh"), getattr(fastmlp, name)(**kw), "SGD", opt, X=X, y=y))
 
 
 OPTIMIZERS = [
@@ -157,13 +166,12 @@ OPTIMIZERS = [
 def test_fused_step_optimizers(fused_only, opt, dtype):
     name, kw = opt
     loss = fastmlp.CrossEntropyLoss()
-    # float32: 10 steps. RMSprop's g / sqrt(v) turns the last-bit differences of tiny gradient
-    # entries (another BLAS, another summation order) into O(1e-5) absolute differences of its
-    # momentum buffer after ~20 steps, which an entry that cancels to ~0.01 fails at rtol 1e-4.
-    steps = 10 if dtype == "float32" else 20
-    ref = _run("numpy", _mlp("relu"), loss, name, kw, dtype, steps=steps)
-    got = _run("numba", _mlp("relu"), loss, name, kw, dtype, steps=steps)
-    _compare(dtype, ref, got)
+    # RMSprop's g / sqrt(v) turns the last-bit differences of tiny gradient entries (another
+    # BLAS, another summation order) into O(1e-5) absolute differences of its momentum buffer
+    # after ~20 float32 steps: the float64 run (truth) then judges both float32 runs
+    ref = _run("numpy", _mlp("relu"), loss, name, kw, dtype)
+    got = _run("numba", _mlp("relu"), loss, name, kw, dtype)
+    _compare(dtype, ref, got, truth=_truth(dtype, _mlp("relu"), loss, name, kw))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -176,7 +184,8 @@ def test_fused_step_without_bias_and_one_layer(fused_only, dtype):
 
     for layers in (no_bias, one_layer):
         loss = fastmlp.CrossEntropyLoss()
-        _compare(dtype, _run("numpy", layers, loss, "Adam", {}, dtype), _run("numba", layers, loss, "Adam", {}, dtype))
+        _compare(dtype, _run("numpy", layers, loss, "Adam", {}, dtype), _run("numba", layers, loss, "Adam", {}, dtype),
+                 truth=_truth(dtype, layers, loss, "Adam", {}))
 
 
 def test_fused_step_follows_learning_rate_changes(fused_only):
@@ -242,7 +251,7 @@ def test_uncovered_models_fall_back_to_the_reference_composition(monkeypatch, ca
     ref = _run("numpy", layers, loss, "Adam", dict(lr=0.01), dtype, X=X, y=y)
     got = _run("numba", layers, loss, "Adam", dict(lr=0.01), dtype, X=X, y=y)
     assert calls == []
-    _compare(dtype, ref, got)
+    _compare(dtype, ref, got, truth=_truth(dtype, layers, loss, "Adam", dict(lr=0.01), X=X, y=y))
 
 
 def test_two_param_groups_fall_back(monkeypatch):
