@@ -106,3 +106,28 @@ def fresh_dispatch(monkeypatch):
     _reset_for_tests()
     yield monkeypatch
     _reset_for_tests()
+
+
+def assert_runs_match(got, ref, dtype, truth=None, grads=True):
+    """Two training runs, each ``(model, optimizer, loss values)``, after the same steps: the
+    backend's ``got`` against the reference's ``ref``, through :func:`assert_step_matches`
+    (``truth``: the reference's run in float64, for float32): loss values, parameters, their
+    gradients (``grads``), the optimizer's param groups (step counts included) and state."""
+    (m, o, v), (m_ref, o_ref, v_ref) = got, ref
+    t_model, t_opt, t_values = truth if truth is not None else (None, None, None)
+    assert_step_matches(v, v_ref, dtype, "loss values", t_values)
+    t_state = t_model.state_dict() if truth is not None else {}
+    for (k, a), (_, e) in zip(m.state_dict().items(), m_ref.state_dict().items()):
+        assert_step_matches(a, e, dtype, k, t_state.get(k))
+    if grads:
+        t_params = t_model.parameters() if truth is not None else [None] * len(m_ref.parameters())
+        for p, q, t in zip(m.parameters(), m_ref.parameters(), t_params):
+            assert_step_matches(p.grad, q.grad, dtype, f"grad of {p.name}", None if t is None else t.grad)
+    s, s_ref = o.state_dict(), o_ref.state_dict()
+    assert s["param_groups"] == s_ref["param_groups"]
+    s_truth = t_opt.state_dict()["state"] if truth is not None else {}
+    for i in s_ref["state"]:
+        assert set(s["state"][i]) == set(s_ref["state"][i])
+        for k in s_ref["state"][i]:
+            assert_step_matches(s["state"][i][k], s_ref["state"][i][k], dtype, f"param {i} state {k}",
+                                s_truth.get(i, {}).get(k))

@@ -14,7 +14,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from helpers import TOL, assert_matches, assert_step_matches
+from helpers import TOL, assert_matches, assert_runs_match
 
 import fastmlp
 from fastmlp.backends import backends, get_backend
@@ -269,24 +269,6 @@ def _run(backend, layers_fn, loss, make_opt, X, target, dtype, steps=20):
     return model, opt, values
 
 
-def _compare(run, reference, dtype):
-    """``run`` against ``reference`` = :func:`_reference_runs` (helpers.assert_step_matches)."""
-    (m, o, v), ((m_ref, o_ref, v_ref), truth) = run, reference
-    t_model, t_opt, t_values = truth if truth is not None else (None, None, None)
-    assert_step_matches(v, v_ref, dtype, "loss values", t_values)
-    t_state = t_model.state_dict() if truth is not None else {}
-    for (k, a), (_, e) in zip(m.state_dict().items(), m_ref.state_dict().items()):
-        assert_step_matches(a, e, dtype, k, t_state.get(k))
-    s, s_ref = o.state_dict(), o_ref.state_dict()
-    assert s["param_groups"] == s_ref["param_groups"]
-    s_truth = t_opt.state_dict()["state"] if truth is not None else {}
-    for i in s_ref["state"]:
-        assert set(s["state"][i]) == set(s_ref["state"][i])
-        for k in s_ref["state"][i]:
-            assert_step_matches(s["state"][i][k], s_ref["state"][i][k], dtype, f"param {i} state {k}",
-                                s_truth.get(i, {}).get(k))
-
-
 @pytest.fixture
 def no_reference_step(monkeypatch):
     """Make the reference composition fail, to prove the native step ran."""
@@ -318,14 +300,15 @@ def test_train_step_activations(act, dtype, no_reference_step):
     def make(params):
         return L.optim.Adam(params, lr=0.01)
 
-    _compare(_run("cpp", layers, L.CrossEntropyLoss(), make, X, y, dtype),
-             _reference_runs(layers, L.CrossEntropyLoss(), make, X, y, dtype), dtype)
+    assert_runs_match(_run("cpp", layers, L.CrossEntropyLoss(), make, X, y, dtype),
+                      *_reference_runs(layers, L.CrossEntropyLoss(), make, X, y, dtype))
 
 
 def _reference_runs(layers_fn, loss, make_opt, X, target, dtype):
-    """The reference run in ``dtype``, and the ``truth`` argument of :func:`_compare`."""
+    """``ref, dtype, truth`` for helpers.assert_runs_match: the reference run in ``dtype`` and,
+    for float32, in float64."""
     truth = _run_reference(layers_fn, loss, make_opt, X, target, "float64") if dtype == "float32" else None
-    return _run_reference(layers_fn, loss, make_opt, X, target, dtype), truth
+    return _run_reference(layers_fn, loss, make_opt, X, target, dtype), dtype, truth
 
 
 def _run_reference(layers_fn, loss, make_opt, X, target, dtype):
@@ -375,8 +358,8 @@ def test_train_step_losses(name, dtype, no_reference_step):
     def make(params):  # "sum" scales the gradient by the batch size
         return L.optim.SGD(params, lr=0.05 / (31 if name.endswith("sum") else 1), momentum=0.5)
 
-    _compare(_run("cpp", layers, make_loss(), make, X, target, dtype),
-             _reference_runs(layers, make_loss(), make, X, target, dtype), dtype)
+    assert_runs_match(_run("cpp", layers, make_loss(), make, X, target, dtype),
+                      *_reference_runs(layers, make_loss(), make, X, target, dtype))
 
 
 OPTIMIZER_CONFIGS = [
@@ -414,8 +397,8 @@ def test_train_step_optimizers(opt, dtype, no_reference_step):
     def make(params):
         return getattr(L.optim, name)(params, **kw)
 
-    _compare(_run("cpp", layers, L.CrossEntropyLoss(), make, X, y, dtype),
-             _reference_runs(layers, L.CrossEntropyLoss(), make, X, y, dtype), dtype)
+    assert_runs_match(_run("cpp", layers, L.CrossEntropyLoss(), make, X, y, dtype),
+                      *_reference_runs(layers, L.CrossEntropyLoss(), make, X, y, dtype))
 
 
 def test_train_step_falls_back_for_what_it_does_not_cover(monkeypatch):
@@ -505,7 +488,7 @@ def test_pool_train_step_matches_the_reference(cpp, threads, dtype, no_reference
         run = _run("cpp", POOL_LAYERS, L.CrossEntropyLoss(), make, X, y, dtype)
     finally:
         cpp.set_num_threads(before)
-    _compare(run, _reference_runs(POOL_LAYERS, L.CrossEntropyLoss(), make, X, y, dtype), dtype)
+    assert_runs_match(run, *_reference_runs(POOL_LAYERS, L.CrossEntropyLoss(), make, X, y, dtype))
 
 
 @pytest.mark.parametrize("threads", [2, 3])

@@ -16,7 +16,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from helpers import TOL, assert_matches, assert_step_matches
+from helpers import TOL, assert_matches, assert_runs_match
 
 import fastmlp
 from fastmlp.backends import backends, get_backend
@@ -56,25 +56,6 @@ def _run(backend, layers_fn, loss, opt_name, opt_kw, dtype, steps=20, X=None, y=
 def _truth(dtype, *args, **kw):
     """For float32, the reference's run of the same steps in float64 (helpers.assert_step_matches)."""
     return _run("numpy", *args, "float64", **kw) if dtype == "float32" else None
-
-
-def _compare(dtype, ref, got, grads=True, truth=None):
-    (m_ref, o_ref, v_ref), (m, o, v) = ref, got
-    t_model, t_opt, t_values = truth if truth is not None else (None, None, None)
-    assert_step_matches(v, v_ref, dtype, "loss values", t_values)
-    t_state = t_model.state_dict() if truth is not None else {}
-    for (k, a), (_, e) in zip(m.state_dict().items(), m_ref.state_dict().items()):
-        assert_step_matches(a, e, dtype, k, t_state.get(k))
-    if grads:
-        t_params = t_model.parameters() if truth is not None else [None] * len(m_ref.parameters())
-        for p, q, t in zip(m.parameters(), m_ref.parameters(), t_params):
-            assert_step_matches(p.grad, q.grad, dtype, f"grad of {p.name}", None if t is None else t.grad)
-    s, s_ref = o.state_dict()["state"], o_ref.state_dict()["state"]
-    s_truth = t_opt.state_dict()["state"] if truth is not None else {}
-    for i in s_ref:
-        assert set(s[i]) == set(s_ref[i])
-        for k in s_ref[i]:
-            assert_step_matches(s[i][k], s_ref[i][k], dtype, f"param {i} state {k}", s_truth.get(i, {}).get(k))
 
 
 @pytest.fixture
@@ -123,7 +104,7 @@ def test_fused_step_every_activation(fused_only, act, dtype):
     ref = _run("numpy", _mlp(name, **kw), loss, "Adam", dict(lr=0.01), dtype)
     got = _run("numba", _mlp(name, **kw), loss, "Adam", dict(lr=0.01), dtype)
     assert len(fused_only) == 20
-    _compare(dtype, ref, got, truth=_truth(dtype, _mlp(name, **kw), loss, "Adam", dict(lr=0.01)))
+    assert_runs_match(got, ref, dtype, truth=_truth(dtype, _mlp(name, **kw), loss, "Adam", dict(lr=0.01)))
 
 
 LOSSES = [("CrossEntropyLoss", dict(reduction="sum")), ("CrossEntropyLoss", dict(label_smoothing=0.1)),
@@ -142,7 +123,7 @@ def test_fused_step_losses(fused_only, loss, dtype):
     opt = dict(lr=0.05 if kw.get("reduction") != "sum" else 0.002, momentum=0.9)
     ref = _run("numpy", _mlp("tanh"), getattr(fastmlp, name)(**kw), "SGD", opt, dtype, X=X, y=y)
     got = _run("numba", _mlp("tanh"), getattr(fastmlp, name)(**kw), "SGD", opt, dtype, X=X, y=y)
-    _compare(dtype, ref, got, truth=_truth(dtype, _mlp("tanh"), getattr(fastmlp, name)(**kw), "SGD", opt, X=X, y=y))
+    assert_runs_match(got, ref, dtype, truth=_truth(dtype, _mlp("tanh"), getattr(fastmlp, name)(**kw), "SGD", opt, X=X, y=y))
 
 
 OPTIMIZERS = [
@@ -171,7 +152,7 @@ def test_fused_step_optimizers(fused_only, opt, dtype):
     # after ~20 float32 steps: the float64 run (truth) then judges both float32 runs
     ref = _run("numpy", _mlp("relu"), loss, name, kw, dtype)
     got = _run("numba", _mlp("relu"), loss, name, kw, dtype)
-    _compare(dtype, ref, got, truth=_truth(dtype, _mlp("relu"), loss, name, kw))
+    assert_runs_match(got, ref, dtype, truth=_truth(dtype, _mlp("relu"), loss, name, kw))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -184,8 +165,8 @@ def test_fused_step_without_bias_and_one_layer(fused_only, dtype):
 
     for layers in (no_bias, one_layer):
         loss = fastmlp.CrossEntropyLoss()
-        _compare(dtype, _run("numpy", layers, loss, "Adam", {}, dtype), _run("numba", layers, loss, "Adam", {}, dtype),
-                 truth=_truth(dtype, layers, loss, "Adam", {}))
+        assert_runs_match(_run("numba", layers, loss, "Adam", {}, dtype), _run("numpy", layers, loss, "Adam", {}, dtype),
+                          dtype, truth=_truth(dtype, layers, loss, "Adam", {}))
 
 
 def test_fused_step_follows_learning_rate_changes(fused_only):
@@ -251,7 +232,7 @@ def test_uncovered_models_fall_back_to_the_reference_composition(monkeypatch, ca
     ref = _run("numpy", layers, loss, "Adam", dict(lr=0.01), dtype, X=X, y=y)
     got = _run("numba", layers, loss, "Adam", dict(lr=0.01), dtype, X=X, y=y)
     assert calls == []
-    _compare(dtype, ref, got, truth=_truth(dtype, layers, loss, "Adam", dict(lr=0.01), X=X, y=y))
+    assert_runs_match(got, ref, dtype, truth=_truth(dtype, layers, loss, "Adam", dict(lr=0.01), X=X, y=y))
 
 
 def test_two_param_groups_fall_back(monkeypatch):
@@ -280,7 +261,7 @@ def test_fused_step_with_probability_targets_falls_back():
     loss = fastmlp.CrossEntropyLoss()
     ref = _run("numpy", _mlp("relu"), loss, "Adam", {}, "float64", X=X, y=y, steps=5)
     got = _run("numba", _mlp("relu"), loss, "Adam", {}, "float64", X=X, y=y, steps=5)
-    _compare("float64", ref, got)
+    assert_runs_match(got, ref, "float64")
 
 
 def test_fused_step_non_finite_loss_raises_and_updates_nothing():
