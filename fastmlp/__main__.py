@@ -57,7 +57,7 @@ def _prepare_output(text: str, kind: str) -> None:
     path = Path(text)
     if kind == "file" and path.is_dir():
         raise ValueError(f"{text} is a folder; give a file name in it")
-    folder = path if kind == "dir" else (path.parent if str(path.parent) else Path("."))
+    folder = path if kind == "dir" else path.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
@@ -78,7 +78,7 @@ def _prepare_outputs(args: argparse.Namespace) -> None:
     before any data is loaded: create their folders (as ``--plot`` always did for its own, but
     only after training), and stop with a usage error (exit status 2) naming the option if one
     cannot be written, so that a long run never ends by failing to write its result."""
-    error = getattr(args, "usage_error", None) or (lambda message: sys.exit(f"error: {message}"))
+    error = args.usage_error  # train's parser.error (build_parser)
     for option, text, kind in (("--save", args.save, "file"), ("--csv-log", args.csv_log, "file"),
                                ("--plot", args.plot, "dir")):
         if text is None:

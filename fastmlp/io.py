@@ -162,7 +162,7 @@ def save(model: Any, path: str | os.PathLike, optimizer: Any = None, metadata: d
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; give a file name such as {path / 'model.npz'}")
-    folder = path.parent if str(path.parent) else Path(".")
+    folder = path.parent
     if not folder.is_dir():
         raise FileNotFoundError(f"cannot save to {path}: the folder {folder} does not exist")
     arrays: dict[str, np.ndarray] = {}
@@ -193,7 +193,7 @@ def save(model: Any, path: str | os.PathLike, optimizer: Any = None, metadata: d
 
 
 def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    folder = path.parent if str(path.parent) else Path(".")
+    folder = path.parent
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as fh:
