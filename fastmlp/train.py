@@ -224,6 +224,7 @@ def evaluate(model: Any, data: Any, loss: str | Loss | None = None, batch_size: 
         Accuracy is ``(1/n) sum_i [argmax_c f(x_i)_c = y_i]``.
     """
     loss_fn = get_loss(loss) if isinstance(loss, str) else loss
+    per_batch_mean = getattr(loss_fn, "reduction", "mean") == "mean"
     loader = _as_loader(data, "data", batch_size)
     be = model.backend
     was_training = model.training
@@ -240,8 +241,7 @@ def evaluate(model: Any, data: Any, loss: str | Loss | None = None, batch_size: 
                 m = int(out.shape[0])
                 if loss_fn is not None:  # summed over samples whatever the reduction
                     value = loss_fn(out, y, backend=be)
-                    reduction = getattr(loss_fn, "reduction", "mean")
-                    total += float(value) * m if reduction == "mean" else float(be.xp.sum(value))
+                    total += float(value) * m if per_batch_mean else float(be.xp.sum(value))
                 if acc is None:
                     acc = _is_classification(be.to_numpy(y), int(out.shape[1]))
                 if acc:
